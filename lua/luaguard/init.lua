@@ -1,0 +1,36 @@
+--- luaguard: directory locks and cleanup guards for Lua 5.4.
+--
+--   local g = require "luaguard"
+--   local l <close> = g.lock.dir("/etc/letsencrypt")      -- held, or raises
+--   local h <close> = g.ErrorHandler(restore, backup)     -- armed at once
+--   h:register(os.remove, tmpfile)
+--
+-- This facade sits over the C core 'luaguard.core' (luasystem's shape). The
+-- host (the luaguard program) and libluaguard compile this very file in; stock
+-- lua5.4 finds it on LUA_PATH and the core on LUA_CPATH. It sets no globals:
+-- only the host creates 'lock', 'ErrorHandler' and 'ExitHandler'.
+
+local core = require "luaguard.core"
+
+local M = {
+  _VERSION = "luaguard " .. core._VERSION,
+
+  lock = {
+    --- lock.dir(dir [, {timeout = s}]) -> held LockFile on dir/.certbot.lock,
+    -- the file certbot itself locks, so the two exclude each other.
+    dir = core.lock_dir,
+    --- lock.LockFile(path [, {timeout = s}]) -> held LockFile on path.
+    -- timeout: seconds to wait for a holder elsewhere (0, the default: fail
+    -- at once; math.huge: forever). Errors are tables: kind "LockError"
+    -- (path, pid, waited) or "OSError" (errno, path); tostring gives the text.
+    LockFile = core.LockFile,
+  },
+
+  --- ErrorHandler([fn, ...]) -> armed handler: its cleanups run, last
+  -- registered first, when it is closed by an error or a handled signal.
+  ErrorHandler = core.ErrorHandler,
+  --- ExitHandler([fn, ...]) -> armed handler whose cleanups run on every close.
+  ExitHandler = core.ExitHandler,
+}
+
+return M

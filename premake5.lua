@@ -1,0 +1,138 @@
+-- premake5.lua — one build description for Debian's premake4 (4.3) and premake5.
+--   premake5 gmake                          (premake5, when installed)
+--   premake4 --file=premake5.lua gmake      (what Debian ships)
+-- scripts/build picks the one that exists; output goes to build/.
+
+-- premake4 lacks workspace/filter; premake5 dropped configuration and the old
+-- flags. Everything shared is spelled the way both accept, compiler flags live
+-- in buildoptions, and these few lines map the premake5 words onto premake4.
+if workspace == nil then
+  workspace = solution
+  filter = function(spec)
+    local cfg = type(spec) == "string" and spec:match("^configurations:(.+)$")
+    configuration(cfg and { cfg } or {})
+  end
+end
+
+local BUILD = "build"
+
+-- The Lua layer (lua/luaguard/init.lua) is compiled into the library as a byte
+-- array, so the host and any C program get the whole module with no file on
+-- disk. premake scripts are Lua, so the generator is a few lines right here.
+local function embed(src, dst, symbol)
+  local input = assert(io.open(src, "rb"))
+  local data = input:read("*a")
+  input:close()
+  local out = { "/* generated from " .. src .. " by premake5.lua: do not edit */\n",
+                "#include <stddef.h>\n",
+                "const unsigned char " .. symbol .. "[] = {\n" }
+  local row = {}
+  for i = 1, #data do
+    row[#row + 1] = tostring(data:byte(i))
+    if #row == 24 or i == #data then
+      out[#out + 1] = "  " .. table.concat(row, ",") .. ",\n"
+      row = {}
+    end
+  end
+  out[#out + 1] = "};\nconst size_t " .. symbol .. "_size = " .. #data .. ";\n"
+  local text = table.concat(out)
+  local old = io.open(dst, "rb")
+  if old then
+    local same = old:read("*a") == text
+    old:close()
+    if same then return end        -- keep the mtime: make rebuilds nothing
+  end
+  os.mkdir(path.getdirectory(dst))
+  local output = assert(io.open(dst, "wb"))
+  output:write(text)
+  output:close()
+end
+embed("lua/luaguard/init.lua", BUILD .. "/gen/lg_embedded.c", "lg_embedded_init_lua")
+
+local LUA_INCLUDE = "/usr/include/lua5.4"
+local WARNINGS = "-std=c99 -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes "
+              .. "-Wstrict-prototypes -Wdeclaration-after-statement -fPIC"
+
+workspace "luaguard"
+  configurations { "release", "debug", "sanitize" }
+  location (BUILD)
+  language "C"
+  includedirs { "src/include", "src/core", "src/lua", LUA_INCLUDE }
+  defines { "_POSIX_C_SOURCE=200809L", "LUA_USE_LINUX" }
+  buildoptions { WARNINGS }
+  objdir (BUILD .. "/obj")
+
+  filter "configurations:release"
+    buildoptions { "-O2", "-g" }
+  filter "configurations:debug"
+    buildoptions { "-O0", "-g3" }
+    defines { "LG_DEBUG_BUILD" }
+  filter "configurations:sanitize"
+    buildoptions { "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                   "-fno-sanitize-recover=all" }
+    linkoptions { "-fsanitize=address,undefined" }
+  filter {}
+
+local CORE = { "src/core/lg_signal.c", "src/core/lg_lock.c" }
+local BINDING = { "src/lua/lg_module.c", "src/lua/lg_lockfile.c", "src/lua/lg_handler.c",
+                  BUILD .. "/gen/lg_embedded.c" }
+
+local function all(...)
+  local t = {}
+  for _, list in ipairs({ ... }) do
+    for _, f in ipairs(list) do t[#t + 1] = f end
+  end
+  return t
+end
+
+-- libluaguard.a: what the host links, and what C programs may link statically.
+-- Its own directory, so -lluaguard in the host cannot pick the .so.
+project "luaguard_static"
+  kind "StaticLib"
+  targetdir (BUILD .. "/lib/static")
+  targetname "luaguard"
+  files (all(CORE, BINDING))
+
+-- libluaguard.so: the C library (pkg-config luaguard).
+project "luaguard_shared"
+  kind "SharedLib"
+  targetdir (BUILD .. "/lib")
+  targetname "luaguard"
+  files (all(CORE, BINDING))
+  links { "lua5.4" }
+
+-- luaguard/core.so: the C module stock lua5.4 loads under lua/luaguard/init.lua.
+-- Not linked against liblua: the interpreter that loads it provides Lua.
+project "luaguard_core_module"
+  kind "SharedLib"
+  targetdir (BUILD .. "/lib/lua/luaguard")
+  targetname "core"
+  targetprefix ""
+  files (all(CORE, BINDING))
+
+-- The host: lua.c's twin. Exports its symbols (-Wl,-E) like lua5.4 does, so
+-- Debian's C modules (lfs.so) resolve Lua's API when they load.
+project "luaguard"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "src/host/luaguard.c" }
+  links { "luaguard_static", "lua5.4", "readline", "m", "dl" }
+  linkoptions { "-Wl,-E" }
+
+-- C tests of the pure C core: no Lua anywhere.
+project "test_signal_core"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/c/test_signal_core.c", "src/core/lg_signal.c" }
+
+project "test_lock_core"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/c/test_lock_core.c", "src/core/lg_lock.c", "src/core/lg_signal.c" }
+
+-- A helper for process tests: holds and probes locks with plain fcntl, the way
+-- a "naive" or foreign participant would (tests/lock_spec.lua).
+project "lock_probe"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/c/lock_probe.c" }

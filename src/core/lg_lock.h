@@ -1,0 +1,56 @@
+/*
+** lg_lock.h — exclusive lock files, certbot-compatible. Pure C, no Lua.
+** One interface, two mechanisms: lg_lock.c (POSIX) and lg_lock_win32.c.
+*/
+#ifndef LG_LOCK_H
+#define LG_LOCK_H
+
+#include <sys/types.h>
+
+typedef struct lg_lock {
+  int fd;                     /* the locked file; -1 when not held */
+  int dirfd;                  /* its directory, open while held (POSIX) */
+  pid_t owner;                /* process that took it */
+  dev_t dev;                  /* identity of the locked file */
+  ino_t ino;
+  struct lg_lock *next_held;  /* in-process table of held locks (POSIX) */
+  void *os_handle;            /* the Windows HANDLE */
+} lg_lock;
+
+/* Extra detail of a failed acquire. */
+typedef struct lg_lock_failure {
+  pid_t holder;               /* pid holding the lock, 0 when it cannot be known */
+  double waited;              /* seconds spent waiting */
+  int not_regular;            /* errno EINVAL because the path is not a regular file */
+} lg_lock_failure;
+
+/* Polled while waiting: nonzero stops the wait (errno EINTR). */
+typedef int (*lg_lock_interrupted_fn)(void *ud);
+
+void lg_lock_init(lg_lock *lk);
+
+/*
+** Take the lock on path, waiting up to timeout seconds (0: not at all; HUGE_VAL:
+** forever). 0 when held. -1 with errno:
+**   EWOULDBLOCK  held elsewhere (failure->holder, failure->waited)
+**   EINTR        the wait was stopped by 'interrupted'
+**   other        the system's reason (ENOENT, ENOTDIR, EACCES, ELOOP for a
+**                symlink at path, EINVAL with failure->not_regular ...)
+** Nothing is left behind on failure: no descriptor, no file created.
+** Acquire on a held lock does nothing.
+*/
+int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
+                    lg_lock_interrupted_fn interrupted, void *ud,
+                    lg_lock_failure *failure);
+
+/*
+** Release: remove the file (if the path still names it), then unlock and
+** close. In a process other than the one that took it (fork without exec) it
+** only closes. Does nothing when not held. 0, or -1 with errno when the file
+** could not be removed (the lock is released all the same).
+*/
+int lg_lock_release(lg_lock *lk, const char *path);
+
+int lg_lock_is_held(const lg_lock *lk);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+** lg_lockfile.c — the LockFile type (lock.dir, lock.LockFile) over lg_lock.
+**
+** Failures raise rather than return nil, msg: 'local l <close> = lock.dir(p)'
+** must never go on without the lock.
+*/
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "lg_binding.h"
+#include "lg_lock.h"
+#include "lg_signal.h"
+
+#define LOCK_BASENAME ".certbot.lock"   /* the file certbot itself locks */
+
+typedef struct LockFile {
+  lg_lock lock;
+  double timeout;           /* default for acquire() */
+} LockFile;
+
+#define toLockFile(L, i) ((LockFile *)luaL_checkudata(L, i, LG_LOCKFILE_MT))
+
+/* stack: -> path (the uservalue) */
+static const char *lockfile_path(lua_State *L, int idx) {
+  lua_getiuservalue(L, idx, 1);
+  return lua_tostring(L, -1);
+}
+
+/* opts at idx: nil or {timeout = seconds}; seconds >= 0, math.huge = forever. */
+static double check_timeout(lua_State *L, int idx, double fallback) {
+  double t;
+  if (lua_isnoneornil(L, idx)) return fallback;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  if (lua_getfield(L, idx, "timeout") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return fallback;
+  }
+  if (!lua_isnumber(L, -1))
+    luaL_argerror(L, idx, "timeout must be a number of seconds");
+  t = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (isnan(t) || t < 0)
+    luaL_argerror(L, idx, "timeout must be a non-negative number of seconds");
+  return t;
+}
+
+static const char *check_path(lua_State *L, int idx) {
+  size_t len;
+  const char *path = luaL_checklstring(L, idx, &len);
+  if (strlen(path) != len)
+    lg_raise_os_error(L, EINVAL, path, "path contains a NUL byte");
+  return path;
+}
+
+static int wait_interrupted(void *ud) {
+  return lg_signal_wait_interrupted(*(unsigned long *)ud);
+}
+
+/*
+** Acquire the LockFile at idx (path in its uservalue) or raise LockError /
+** OSError / SignalExit. The LockError never advises deleting the file: the
+** kernel frees the lock when its holder dies, and deleting it breaks exclusion.
+*/
+static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout) {
+  lg_lock_failure why;
+  unsigned long since = lg_signal_arrivals();
+  const char *path = lockfile_path(L, idx);   /* stack: path */
+  int err;
+  if (lg_lock_acquire(&lf->lock, path, timeout, wait_interrupted, &since, &why) == 0) {
+    lua_pop(L, 1);
+    return;
+  }
+  err = errno;
+  if (err == EWOULDBLOCK) {
+    if (why.holder > 0)
+      lua_pushfstring(L, "could not lock %s: another instance is running "
+                      "(held by process %d; waited %f s)", path, (int)why.holder,
+                      (LUAI_UACNUMBER)why.waited);
+    else
+      lua_pushfstring(L, "could not lock %s: another instance is running "
+                      "(waited %f s)", path, (LUAI_UACNUMBER)why.waited);
+    lg_push_error(L, "LockError", lua_tostring(L, -1));
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "path");
+    if (why.holder > 0) {
+      lua_pushinteger(L, why.holder);
+      lua_setfield(L, -2, "pid");
+    }
+    lua_pushnumber(L, why.waited);
+    lua_setfield(L, -2, "waited");
+    lua_error(L);
+  }
+  if (err == EINTR) {
+    lg_raise_pending_signal(L);
+    lg_raise_os_error(L, EINTR, path, "interrupted while waiting for the lock");
+  }
+  if (err == ELOOP)
+    lg_raise_os_error(L, err, path, "is a symbolic link (a lock file is never followed)");
+  if (why.not_regular)
+    lg_raise_os_error(L, err, path, "not a regular file");
+  lg_raise_os_error(L, err, path, NULL);
+}
+
+/* Pushes a released LockFile on path (the closed state comes first, so a
+** memory error before the lock is taken leaves nothing half-made). */
+static LockFile *new_lockfile(lua_State *L, const char *path, double timeout) {
+  LockFile *lf = (LockFile *)lua_newuserdatauv(L, sizeof(LockFile), 1);
+  lg_lock_init(&lf->lock);
+  lf->timeout = timeout;
+  luaL_setmetatable(L, LG_LOCKFILE_MT);
+  lua_pushstring(L, path);
+  lua_setiuservalue(L, -2, 1);
+  return lf;
+}
+
+/* lock.LockFile(path [, opts]) -> held LockFile */
+int lg_lockfile_new(lua_State *L) {
+  const char *path = check_path(L, 1);
+  double timeout = check_timeout(L, 2, 0);
+  LockFile *lf = new_lockfile(L, path, timeout);
+  acquire_or_raise(L, lua_gettop(L), lf, timeout);
+  return 1;
+}
+
+/* lock.dir(dir [, opts]) -> held LockFile on dir/.certbot.lock */
+int lg_lock_dir(lua_State *L) {
+  size_t len;
+  const char *dir = check_path(L, 1);
+  double timeout = check_timeout(L, 2, 0);
+  LockFile *lf;
+  len = strlen(dir);
+  lua_pushfstring(L, "%s%s" LOCK_BASENAME, dir,
+                  (len > 0 && dir[len - 1] == '/') ? "" : "/");
+  lf = new_lockfile(L, lua_tostring(L, -1), timeout);
+  acquire_or_raise(L, lua_gettop(L), lf, timeout);
+  return 1;
+}
+
+static int lockfile_acquire(lua_State *L) {
+  LockFile *lf = toLockFile(L, 1);
+  acquire_or_raise(L, 1, lf, check_timeout(L, 2, lf->timeout));
+  return 0;
+}
+
+/* Shared by release, __close and __gc: idempotent, never raises. A file that
+** could not be removed is reported on stderr; the lock is released anyway. */
+static int lockfile_release(lua_State *L) {
+  LockFile *lf = toLockFile(L, 1);
+  const char *path;
+  if (lf->lock.fd < 0) return 0;
+  path = lockfile_path(L, 1);
+  if (lg_lock_release(&lf->lock, path) != 0) {
+    if (errno == ESTALE)
+      lg_log("not removing %s: the path no longer names the file that was locked", path);
+    else
+      lg_log("could not remove %s: %s", path, strerror(errno));
+  }
+  return 0;
+}
+
+static int lockfile_is_locked(lua_State *L) {
+  lua_pushboolean(L, lg_lock_is_held(&toLockFile(L, 1)->lock));
+  return 1;
+}
+
+static int lockfile_tostring(lua_State *L) {
+  LockFile *lf = toLockFile(L, 1);
+  const char *path = lockfile_path(L, 1);
+  lua_pushfstring(L, "LockFile(%s) <%s>", path,
+                  lg_lock_is_held(&lf->lock) ? "acquired" : "released");
+  return 1;
+}
+
+static const luaL_Reg lockfile_methods[] = {
+  {"acquire", lockfile_acquire},
+  {"release", lockfile_release},
+  {"is_locked", lockfile_is_locked},
+  {NULL, NULL}
+};
+
+static const luaL_Reg lockfile_metamethods[] = {
+  {"__index", NULL},        /* set below */
+  {"__gc", lockfile_release},
+  {"__close", lockfile_release},
+  {"__tostring", lockfile_tostring},
+  {NULL, NULL}
+};
+
+void lg_open_lockfile(lua_State *L) {
+  if (luaL_newmetatable(L, LG_LOCKFILE_MT)) {
+    luaL_setfuncs(L, lockfile_metamethods, 0);
+    luaL_newlib(L, lockfile_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}

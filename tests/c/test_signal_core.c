@@ -1,0 +1,220 @@
+/*
+** test_signal_core — the signal-deferral core in C alone (no Lua): arming and
+** restoring dispositions, recording, deferral during cleanup, hand-off between
+** frames, re-delivery in arrival order to the previous handler, SA_RESTART
+** during cleanup only, and a forked child that never acts for its parent.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lg_signal.h"
+#include "tap.h"
+
+static volatile sig_atomic_t seen[16];
+static volatile sig_atomic_t nseen;
+static volatile sig_atomic_t interrupts;
+
+static void recording_handler(int sig) {
+  if (nseen < 16) seen[nseen] = sig;
+  nseen++;
+}
+
+static void count_interrupt(void *ud) {
+  (void)ud;
+  interrupts++;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static void set_disposition(int sig, void (*handler)(int)) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  sigaction(sig, &sa, NULL);
+}
+
+static void (*disposition(int sig))(int) {
+  struct sigaction sa;
+  sigaction(sig, NULL, &sa);
+  return sa.sa_handler;
+}
+
+static void test_arm_and_restore(void) {
+  lg_frame f;
+  set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGHUP, SIG_IGN);
+  set_disposition(SIGINT, SIG_DFL);
+  CHECK_INT(0, lg_frame_arm(&f, count_interrupt, NULL), "arm succeeds");
+  CHECK(disposition(SIGTERM) != recording_handler && disposition(SIGTERM) != SIG_DFL,
+        "arm replaces a foreign handler");
+  CHECK(disposition(SIGINT) != SIG_DFL, "arm replaces SIG_DFL");
+  CHECK(disposition(SIGHUP) == SIG_IGN, "arm leaves an ignored signal ignored (nohup)");
+  CHECK(lg_frame_top() == &f, "the frame is the innermost");
+  lg_frame_close(&f, 1);
+  CHECK(disposition(SIGTERM) == recording_handler, "close restores the foreign handler");
+  CHECK(disposition(SIGINT) == SIG_DFL, "close restores SIG_DFL");
+  CHECK(disposition(SIGHUP) == SIG_IGN, "close leaves SIG_IGN");
+  CHECK(lg_frame_top() == NULL, "no frame after close");
+  set_disposition(SIGHUP, SIG_DFL);
+}
+
+static void test_record_and_interrupt(void) {
+  lg_frame f;
+  int list[LG_RECORD_LIST_MAX];
+  interrupts = 0;
+  nseen = 0;
+  set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGHUP, recording_handler);
+  set_disposition(SIGXFSZ, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  kill(getpid(), SIGTERM);
+  kill(getpid(), SIGHUP);
+  CHECK_INT(2, interrupts, "each signal in the body interrupts");
+  CHECK_INT(2, lg_record_list(&f.record, list), "both recorded");
+  CHECK(list[0] == SIGTERM && list[1] == SIGHUP, "in arrival order");
+  CHECK_INT(0, nseen, "the previous handler has not run yet");
+  lg_frame_begin_cleanup(&f);
+  kill(getpid(), SIGXFSZ);
+  CHECK_INT(2, interrupts, "during cleanup a signal is only recorded");
+  lg_frame_close(&f, 1);
+  CHECK_INT(3, nseen, "outermost close re-delivers every recorded signal");
+  CHECK(seen[0] == SIGTERM && seen[1] == SIGHUP && seen[2] == SIGXFSZ,
+        "re-delivered in arrival order (certbot: [sig2, sig1])");
+}
+
+/* certbot's test_bad_recovery_with_signal, in C: the body gets sig2, a cleanup
+** sends sig1; the previous handler sees [sig2, sig1]. */
+static void test_arrival_order_not_signal_order(void) {
+  lg_frame f;
+  nseen = 0;
+  set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGXFSZ, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  kill(getpid(), SIGXFSZ);          /* in the body */
+  lg_frame_begin_cleanup(&f);
+  kill(getpid(), SIGTERM);          /* from a cleanup: deferred */
+  CHECK_INT(0, nseen, "deferred while cleanups run");
+  lg_frame_close(&f, 1);
+  CHECK_INT(2, nseen, "both delivered after the cleanups");
+  CHECK(seen[0] == SIGXFSZ && seen[1] == SIGTERM, "XFSZ (25) before TERM (15): arrival order");
+}
+
+static void test_nesting_and_hand_off(void) {
+  lg_frame outer, inner;
+  int list[LG_RECORD_LIST_MAX];
+  interrupts = 0;
+  nseen = 0;
+  set_disposition(SIGTERM, recording_handler);
+  lg_frame_arm(&outer, count_interrupt, NULL);
+  lg_frame_arm(&inner, count_interrupt, NULL);
+  CHECK(lg_frame_outer(&inner) == &outer, "inner sits on outer");
+  kill(getpid(), SIGTERM);
+  CHECK_INT(1, lg_record_list(&inner.record, list), "the innermost frame records");
+  CHECK_INT(0, outer.record.length, "the outer one does not, yet");
+  lg_frame_begin_cleanup(&inner);
+  lg_frame_close(&inner, 1);
+  CHECK_INT(1, lg_record_list(&outer.record, list), "closing hands the record to the outer frame");
+  CHECK_INT(SIGTERM, list[0], "with the signal");
+  CHECK_INT(2, interrupts, "and interrupts the outer frame's body");
+  CHECK_INT(0, nseen, "nothing re-delivered while a frame is armed");
+  CHECK(disposition(SIGTERM) != recording_handler, "still ours while outer is armed");
+  lg_frame_close(&outer, 1);
+  CHECK_INT(1, nseen, "outermost close re-delivers once");
+  CHECK(disposition(SIGTERM) == recording_handler, "and restored the original");
+}
+
+/* Body: a read interrupted by a handled signal returns EINTR. Cleanup: the
+** same read is restarted and gets its data. */
+static int read_with_signal_from_child(int sig) {
+  int fds[2], rc;
+  char c;
+  pid_t child;
+  if (pipe(fds) != 0) return -2;
+  child = fork();
+  if (child == 0) {
+    sleep_ms(100);
+    kill(getppid(), sig);
+    sleep_ms(100);
+    if (write(fds[1], "x", 1) != 1) _exit(1);
+    _exit(0);
+  }
+  rc = (int)read(fds[0], &c, 1);
+  if (rc < 0) rc = -errno;
+  waitpid(child, NULL, 0);
+  close(fds[0]);
+  close(fds[1]);
+  return rc;
+}
+
+static void test_restart_only_in_cleanup(void) {
+  lg_frame f;
+  set_disposition(SIGTERM, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "a body's read returns early (no SA_RESTART)");
+  lg_frame_begin_cleanup(&f);
+  CHECK_INT(1, read_with_signal_from_child(SIGTERM), "a cleanup's read is not cut short");
+  nseen = 0;
+  lg_frame_close(&f, 1);
+  CHECK_INT(2, nseen, "both signals re-delivered after");
+}
+
+static void test_forked_child(void) {
+  lg_frame f;
+  int status = 0;
+  pid_t child;
+  set_disposition(SIGINT, SIG_DFL);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  child = fork();
+  if (child == 0) {
+    /* inherited our handler and frame: a signal here must not be recorded
+    ** for the parent's frame, but meet the original disposition */
+    kill(getpid(), SIGINT);
+    _exit(3);
+  }
+  waitpid(child, &status, 0);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT,
+        "a forked child dies by the signal, not deferred for the parent");
+  CHECK_INT(0, f.record.length, "the parent's frame recorded nothing");
+  lg_frame_close(&f, 1);
+}
+
+static void test_record_overflow(void) {
+  lg_frame f;
+  int list[LG_RECORD_LIST_MAX], i, n;
+  set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGHUP, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  lg_frame_begin_cleanup(&f);
+  for (i = 0; i < 70; i++) kill(getpid(), SIGTERM);
+  kill(getpid(), SIGHUP);
+  n = lg_record_list(&f.record, list);
+  CHECK_INT(71, f.record.length, "every arrival counted");
+  CHECK_INT(LG_RECORD_ORDER_MAX + 2, n, "overflow kept once per signal");
+  CHECK_INT(SIGHUP, list[n - 1], "the signal past the array is not dropped");
+  nseen = 0;
+  lg_frame_close(&f, 1);
+  CHECK_INT(n, nseen, "all re-delivered");
+  set_disposition(SIGHUP, SIG_DFL);
+}
+
+int main(void) {
+  test_arm_and_restore();
+  test_record_and_interrupt();
+  test_arrival_order_not_signal_order();
+  test_nesting_and_hand_off();
+  test_restart_only_in_cleanup();
+  test_forked_child();
+  test_record_overflow();
+  return tap_done();
+}

@@ -1,0 +1,183 @@
+-- tests/helpers.lua — spawning the built host and stock lua5.4, reading exit
+-- statuses, and small file utilities for the busted specs.
+--
+-- Process statuses are reported as a shell sees them: 128+N for death by
+-- signal N (commands are run with 'exec', so os.execute reports the signal).
+local lfs = require "lfs"
+
+local H = {}
+
+H.root = assert(os.getenv("LUAGUARD_ROOT") or lfs.currentdir())
+H.build = H.root .. "/build"
+H.host = H.build .. "/bin/luaguard"
+H.bin = H.build .. "/bin"
+H.lua = "lua5.4"
+H.python = "/usr/bin/python3"     -- Debian's, where python3-certbot lives
+H.module_env = {
+  LUA_CPATH = H.build .. "/lib/lua/?.so;;",
+  LUA_PATH = H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;;",
+}
+
+function H.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+function H.exists(path)
+  return lfs.symlinkattributes(path) ~= nil
+end
+
+local tmp_root
+function H.tmpdir()
+  if not tmp_root then
+    tmp_root = os.tmpname()
+    os.remove(tmp_root)
+    assert(lfs.mkdir(tmp_root))
+  end
+  local n = 0
+  repeat
+    n = n + 1
+    local d = ("%s/d%d_%d"):format(tmp_root, n, math.random(1e9))
+    if lfs.mkdir(d) then return d end
+  until n > 100
+  error("no temp dir")
+end
+
+function H.cleanup_tmp()
+  if tmp_root then os.execute("rm -rf " .. H.quote(tmp_root)) end
+  tmp_root = nil
+end
+
+function H.sleep(seconds)
+  os.execute(("sleep %.3f"):format(seconds))
+end
+
+local function env_prefix(env)
+  if not env then return "" end
+  local parts = {}
+  for k, v in pairs(env) do
+    if v == false then parts[#parts + 1] = "-u " .. k
+    else parts[#parts + 1] = k .. "=" .. H.quote(v) end
+  end
+  table.sort(parts)
+  return "env " .. table.concat(parts, " ") .. " "
+end
+
+local function command_line(argv)
+  local q = {}
+  for i, a in ipairs(argv) do q[i] = H.quote(a) end
+  return table.concat(q, " ")
+end
+
+-- Run argv (a list) to completion. opts: env (table; false unsets), stdin
+-- (text), dir. Returns {status=, stdout=, stderr=}; status 128+N by signal.
+function H.run(argv, opts)
+  opts = opts or {}
+  local d = H.tmpdir()
+  local infile = opts.stdin and H.write(d .. "/stdin", opts.stdin) or "/dev/null"
+  local cmd = ("%s%sexec %s%s <%s >%s 2>%s"):format(
+    opts.dir and ("cd " .. H.quote(opts.dir) .. " && ") or "",
+    "", env_prefix(opts.env), command_line(argv),
+    H.quote(infile), H.quote(d .. "/out"), H.quote(d .. "/err"))
+  local ok, how, code = os.execute(cmd)
+  local status = how == "signal" and 128 + code or code
+  return { status = status, stdout = H.read(d .. "/out"), stderr = H.read(d .. "/err"),
+           ok = ok }
+end
+
+-- Run a Lua script text through the host (or opts.interpreter).
+function H.run_script(text, args, opts)
+  opts = opts or {}
+  local d = H.tmpdir()
+  local path = H.write(d .. "/script.lua", text)
+  local argv = { opts.interpreter or H.host, path }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  if opts.interpreter == H.lua then
+    opts.env = opts.env or {}
+    for k, v in pairs(H.module_env) do opts.env[k] = opts.env[k] or v end
+  end
+  return H.run(argv, opts)
+end
+
+-- Start argv in the background with default SIGINT/SIGQUIT (a background job
+-- of a non-interactive shell starts with them ignored). Returns a job whose
+-- status file is written when it ends: job:wait() -> status (128+N).
+function H.spawn(argv, opts)
+  opts = opts or {}
+  local d = H.tmpdir()
+  local job = { dir = d, status_file = d .. "/status", out = d .. "/out", err = d .. "/err" }
+  local inner = ("%senv --default-signal=INT,QUIT %s <%s >%s 2>%s; echo $? >%s"):format(
+    env_prefix(opts.env), command_line(argv), opts.stdin or "/dev/null",
+    H.quote(job.out), H.quote(job.err), H.quote(job.status_file .. ".tmp"))
+  inner = inner .. "; mv " .. H.quote(job.status_file .. ".tmp") .. " " .. H.quote(job.status_file)
+  os.execute("(" .. inner .. ") >/dev/null 2>&1 &")
+  function job:wait(timeout)
+    local deadline = os.time() + (timeout or 20)
+    while not H.exists(self.status_file) do
+      if os.time() > deadline then return nil, "timed out" end
+      H.sleep(0.01)
+    end
+    return tonumber(H.read(self.status_file))
+  end
+  function job:stderr() return H.read(self.err) or "" end
+  function job:stdout() return H.read(self.out) or "" end
+  return job
+end
+
+function H.spawn_script(text, args, opts)
+  local d = H.tmpdir()
+  local path = H.write(d .. "/script.lua", text)
+  local argv = { (opts and opts.interpreter) or H.host, path }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  return H.spawn(argv, opts)
+end
+
+-- Wait until path exists (a child's "ready" file); returns its content.
+function H.wait_for(path, timeout)
+  local deadline = os.time() + (timeout or 10)
+  while not H.exists(path) do
+    if os.time() > deadline then error("timed out waiting for " .. path, 2) end
+    H.sleep(0.005)
+  end
+  local text
+  repeat text = H.read(path) until text and text:find("\n")
+  return text
+end
+
+function H.kill(pid, sig)
+  os.execute(("kill -%s %d"):format(sig or "TERM", pid))
+end
+
+-- Lines every child script can start with: its pid, a ready file, self-kill.
+H.prelude = [[
+local PID = io.open("/proc/self/stat"):read("n")
+local function ready(path, extra)
+  local f = assert(io.open(path .. ".tmp", "w"))
+  f:write(PID, " ", extra or "", "\n")
+  f:close()
+  os.rename(path .. ".tmp", path)
+end
+local function kill(sig, pid)
+  -- popen, not os.execute: system() ignores SIGINT/SIGQUIT while it waits
+  local p = io.popen(("kill -%s %d"):format(sig, pid or PID))
+  p:close()
+end
+local function exists(path) local f = io.open(path) if f then f:close() end return f ~= nil end
+local function wait_for(path) while not exists(path) do os.execute("sleep 0.01") end end
+]]
+
+return H

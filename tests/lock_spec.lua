@@ -1,0 +1,388 @@
+-- lock.dir / lock.LockFile (SPEC section 3), against real processes: other
+-- luaguard processes, certbot's own lock (Debian's python3-certbot), killed
+-- holders, and a counter harness that must see overlaps when the lock is naive.
+local H = require "tests.helpers"
+local lfs = require "lfs"
+
+local function lua(code, args, opts)
+  return H.run_script(H.prelude .. code, args, opts)
+end
+
+-- A luaguard process holding dir's lock until 'stop' appears.
+local function hold_with_luaguard(dir)
+  local d = H.tmpdir()
+  local job = H.spawn_script(H.prelude .. [[
+    local l = lock.dir(arg[1])
+    ready(arg[2])
+    wait_for(arg[3])
+    l:release()
+  ]], { dir, d .. "/ready", d .. "/stop" })
+  local pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
+  job.pid = pid
+  function job:stop() H.write(d .. "/stop", "") return self:wait() end
+  return job
+end
+
+-- certbot's own lock_dir in a Python process, held until 'stop' appears.
+local function hold_with_certbot(dir)
+  local d = H.tmpdir()
+  local job = H.spawn({ H.python, "-c", [[
+import os, sys, time
+from certbot._internal import lock
+l = lock.lock_dir(sys.argv[1])
+with open(sys.argv[2] + ".tmp", "w") as f: f.write("%d\n" % os.getpid())
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while not os.path.exists(sys.argv[3]): time.sleep(0.01)
+l.release()
+]], dir, d .. "/ready", d .. "/stop" })
+  job.pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
+  function job:stop() H.write(d .. "/stop", "") return self:wait() end
+  return job
+end
+
+local function certbot_try(dir)
+  return H.run({ H.python, "-c", [[
+import sys
+from certbot import errors
+from certbot._internal import lock
+try:
+    lock.lock_dir(sys.argv[1]).release()
+    print("acquired")
+except errors.LockError as e:
+    print("LockError")
+]], dir })
+end
+
+describe("lock", function()
+  teardown(H.cleanup_tmp)
+
+  it("returns a held LockFile on dir/.certbot.lock and shows its state", function()
+    local d = H.tmpdir()
+    local r = lua([[
+      local l = lock.dir(arg[1])
+      print(tostring(l), l:is_locked())
+      l:release()
+      print(tostring(l), l:is_locked())
+    ]], { d })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal(("LockFile(%s/.certbot.lock) <acquired>\ttrue\n"
+                   .. "LockFile(%s/.certbot.lock) <released>\tfalse\n"):format(d, d), r.stdout)
+  end)
+
+  it("creates the file with mode 0600 and removes it on release", function()
+    local d = H.tmpdir()
+    local r = lua([[
+      local lfs = require "lfs"
+      local l = lock.LockFile(arg[1] .. "/my.lock")
+      print(lfs.attributes(arg[1] .. "/my.lock", "permissions"))
+      l:release()
+      print(lfs.attributes(arg[1] .. "/my.lock", "mode"))
+    ]], { d })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("rw-------\nnil\n", r.stdout)
+  end)
+
+  it("makes acquire on a held lock and release on a released one do nothing", function()
+    local d = H.tmpdir()
+    local r = lua([[
+      local l = lock.dir(arg[1])
+      l:acquire(); l:acquire()
+      print(l:is_locked())
+      l:release(); l:release()
+      print(l:is_locked())
+      l:acquire()
+      print(l:is_locked(), io.open(arg[1] .. "/.certbot.lock") ~= nil)
+      l:release()
+    ]], { d })
+    assert.are.equal("true\nfalse\ntrue\ttrue\n", r.stdout, r.stderr)
+  end)
+
+  it("releases a <close> variable at scope end and a collected LockFile", function()
+    local d = H.tmpdir()
+    local r = lua([[
+      local path = arg[1] .. "/.certbot.lock"
+      do
+        local l <close> = lock.dir(arg[1])
+        print(io.open(path) ~= nil)
+      end
+      print(io.open(path) ~= nil)
+      lock.dir(arg[1])             -- dropped at once
+      collectgarbage(); collectgarbage()
+      print(io.open(path) ~= nil, pcall(lock.dir, arg[1]))
+    ]], { d })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("^true\nfalse\nfalse\ttrue\tLockFile%(", r.stdout)
+  end)
+
+  it("releases a lock left held at exit, and one in a <close> on error", function()
+    local d = H.tmpdir()
+    local r = lua("lock.dir(arg[1]) _G.keep = true", { d })
+    assert.are.equal(0, r.status)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+    r = lua("local l <close> = lock.dir(arg[1]); error('fail')", { d })
+    assert.are.equal(1, r.status)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
+  it("refuses a lock held by another process: LockError with path and pid", function()
+    local d = H.tmpdir()
+    local holder = hold_with_luaguard(d)
+    local r = lua([[
+      local ok, err = pcall(lock.dir, arg[1])
+      print(ok, err.kind, err.path, err.pid)
+      print(tostring(err))
+    ]], { d })
+    holder:stop()
+    local ok, kind, path, pid = r.stdout:match("^(%S+)\t(%S+)\t(%S+)\t(%S+)\n")
+    assert.are.equal("false", ok, r.stderr)
+    assert.are.equal("LockError", kind)
+    assert.are.equal(d .. "/.certbot.lock", path)
+    assert.are.equal(tostring(holder.pid), pid)
+    local msg = r.stdout:match("\n(.*)\n$")
+    assert.matches(d .. "/.certbot.lock", msg, 1, true)
+    assert.matches("another instance is running", msg, 1, true)
+    assert.matches(tostring(holder.pid), msg, 1, true)
+    assert.is_nil(msg:find("delete") or msg:find("remove"))
+  end)
+
+  it("waits about as long as the timeout asks, then fails", function()
+    local d = H.tmpdir()
+    local holder = hold_with_luaguard(d)
+    local r = lua([[
+      local start = io.popen("date +%s.%N"):read("n")
+      local ok, err = pcall(lock.dir, arg[1], { timeout = 0.4 })
+      local stop = io.popen("date +%s.%N"):read("n")
+      print(ok, err.kind, string.format("%.2f", stop - start), string.format("%.2f", err.waited))
+    ]], { d })
+    holder:stop()
+    local ok, kind, elapsed, waited = r.stdout:match("^(%S+)\t(%S+)\t(%S+)\t(%S+)")
+    assert.are.equal("false", ok, r.stderr)
+    assert.are.equal("LockError", kind)
+    assert.is_true(tonumber(elapsed) >= 0.4 and tonumber(elapsed) < 2, "elapsed " .. elapsed)
+    assert.is_true(tonumber(waited) >= 0.4, "waited " .. waited)
+  end)
+
+  it("gets the lock soon after the holder releases while waiting", function()
+    local d = H.tmpdir()
+    local holder = hold_with_luaguard(d)
+    local w = H.tmpdir()
+    local waiter = H.spawn_script(H.prelude .. [[
+      ready(arg[2])
+      local l = lock.dir(arg[1], { timeout = 20 })
+      print("got", l:is_locked())
+    ]], { d, w .. "/ready" })
+    H.wait_for(w .. "/ready")
+    H.sleep(0.2)
+    assert.are.equal(0, holder:stop())
+    assert.are.equal(0, waiter:wait(10), waiter:stderr())
+    assert.are.equal("got\ttrue\n", waiter:stdout())
+  end)
+
+  it("waits forever with math.huge until the holder goes", function()
+    local d = H.tmpdir()
+    local holder = hold_with_luaguard(d)
+    local waiter = H.spawn_script("local l = lock.dir(arg[1], {timeout = math.huge}); print(l:is_locked())", { d })
+    H.sleep(0.3)
+    assert.is_nil((waiter:wait(0)))
+    holder:stop()
+    assert.are.equal(0, waiter:wait(10))
+    assert.are.equal("true\n", waiter:stdout())
+  end)
+
+  it("is freed by the kernel when the holder is SIGKILLed (the file stays)", function()
+    local d = H.tmpdir()
+    local holder = hold_with_luaguard(d)
+    H.kill(holder.pid, "KILL")
+    assert.are.equal(128 + 9, holder:wait())
+    assert.is_true(H.exists(d .. "/.certbot.lock"))
+    local r = lua("local l = lock.dir(arg[1]); print(l:is_locked()); l:release()", { d })
+    assert.are.equal("true\n", r.stdout, r.stderr)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
+  it("excludes certbot's own lock_dir, both ways", function()
+    local d = H.tmpdir()
+    local certbot = hold_with_certbot(d)
+    local r = lua("local ok, e = pcall(lock.dir, arg[1]); print(ok, e.kind, e.pid)", { d })
+    assert.are.equal(("false\tLockError\t%d\n"):format(certbot.pid), r.stdout, r.stderr)
+    assert.are.equal(0, certbot:stop())
+    local mine = hold_with_luaguard(d)
+    assert.are.equal("LockError\n", certbot_try(d).stdout)
+    mine:stop()
+    assert.are.equal("acquired\n", certbot_try(d).stdout)
+  end)
+
+  it("excludes a second LockFile on the same path in one process, keeping the first", function()
+    local d = H.tmpdir()
+    local w = H.tmpdir()
+    local job = H.spawn_script(H.prelude .. [[
+      local a = lock.LockFile(arg[1] .. "/x.lock")
+      local ok, err = pcall(lock.LockFile, arg[1] .. "/x.lock")
+      print(ok, err.kind, err.pid == PID, a:is_locked())
+      local ok2 = pcall(lock.LockFile, arg[1] .. "/x.lock", { timeout = 0.05 })
+      print(ok2)
+      io.stdout:flush()
+      ready(arg[2])
+      wait_for(arg[3])
+      a:release()
+      local b = lock.LockFile(arg[1] .. "/x.lock")
+      print(b:is_locked())
+    ]], { d, w .. "/ready", w .. "/stop" })
+    H.wait_for(w .. "/ready")
+    -- the refused attempts must not have dropped the first one's lock
+    local r = lua("print(pcall(lock.LockFile, arg[1] .. '/x.lock'))", { d })
+    H.write(w .. "/stop", "")
+    assert.are.equal(0, job:wait(), job:stderr())
+    assert.matches("^false\t", r.stdout)
+    assert.are.equal("false\tLockError\ttrue\ttrue\nfalse\ntrue\n", job:stdout())
+  end)
+
+  describe("bad input", function()
+    local function os_error(code, args)
+      local r = lua([[
+        local ok, e = pcall(function() ]] .. code .. [[ end)
+        print(ok, type(e) == "table" and e.kind or tostring(e), type(e) == "table" and e.errno, type(e) == "table" and e.path)
+        print(tostring(e))
+      ]], args)
+      assert.are.equal(0, r.status, r.stderr)
+      local ok, kind, errno, path, msg = r.stdout:match("^(%S+)\t(%S+)\t(%S+)\t([^\n]*)\n(.*)\n$")
+      return { ok = ok, kind = kind, errno = tonumber(errno), path = path, msg = msg, raw = r.stdout }
+    end
+
+    it("missing directory: OSError ENOENT naming the path", function()
+      local d = H.tmpdir()
+      local e = os_error("lock.dir(arg[1] .. '/missing')", { d })
+      assert.are.equal("OSError", e.kind, e.raw)
+      assert.are.equal(2, e.errno)
+      assert.are.equal(d .. "/missing/.certbot.lock", e.path)
+      assert.matches(d .. "/missing/.certbot.lock: No such file or directory", e.msg, 1, true)
+    end)
+
+    it("a plain file as the directory: OSError ENOTDIR, file untouched", function()
+      local d = H.tmpdir()
+      H.write(d .. "/plain", "data")
+      local e = os_error("lock.dir(arg[1] .. '/plain')", { d })
+      assert.are.equal("OSError", e.kind, e.raw)
+      assert.are.equal(20, e.errno)
+      assert.are.equal("data", H.read(d .. "/plain"))
+    end)
+
+    it("a symlink at the lock path: OSError, the target is never created", function()
+      local d = H.tmpdir()
+      os.execute(("ln -s %s %s"):format(H.quote(d .. "/target"), H.quote(d .. "/.certbot.lock")))
+      local e = os_error("lock.dir(arg[1])", { d })
+      assert.are.equal("OSError", e.kind, e.raw)
+      assert.are.equal(40, e.errno)   -- ELOOP
+      assert.matches("symbolic link", e.msg)
+      assert.is_false(H.exists(d .. "/target"))
+      assert.are.equal("link", lfs.symlinkattributes(d .. "/.certbot.lock", "mode"))
+    end)
+
+    it("a FIFO at the lock path: OSError (not a regular file), no hang", function()
+      local d = H.tmpdir()
+      os.execute("mkfifo " .. H.quote(d .. "/.certbot.lock"))
+      local e = os_error("lock.dir(arg[1])", { d })
+      assert.are.equal("OSError", e.kind, e.raw)
+      assert.matches("not a regular file", e.msg)
+      assert.are.equal("named pipe", lfs.attributes(d .. "/.certbot.lock", "mode"))
+    end)
+
+    it("a path with a NUL byte: OSError, nothing created", function()
+      local d = H.tmpdir()
+      local e = os_error("lock.LockFile(arg[1] .. '/a\\0b')", { d })
+      assert.are.equal("OSError", e.kind, e.raw)
+      assert.matches("NUL", e.msg)
+      assert.is_nil(lfs.dir(d)() ~= "." and lfs.dir(d)() or nil)
+      local n = 0
+      for f in lfs.dir(d) do if f ~= "." and f ~= ".." then n = n + 1 end end
+      assert.are.equal(0, n)
+    end)
+
+    it("a path naming a directory (trailing slash): OSError", function()
+      local d = H.tmpdir()
+      local e = os_error("lock.LockFile(arg[1] .. '/')", { d })
+      assert.are.equal("OSError", e.kind, e.raw)
+      assert.are.equal(21, e.errno)   -- EISDIR
+    end)
+
+    it("wrong argument types give Lua's usual messages", function()
+      local r = lua([[
+        print(select(2, pcall(lock.dir, {})))
+        print(select(2, pcall(lock.dir)))
+        print(select(2, pcall(lock.LockFile, "/tmp/x.lock", 5)))
+        print(select(2, pcall(lock.dir, "/tmp", { timeout = "soon" })))
+        print(select(2, pcall(lock.dir, "/tmp", { timeout = -1 })))
+        print(select(2, pcall(lock.dir, "/tmp", { timeout = 0/0 })))
+        local l = lock.LockFile(arg[1] .. "/ok.lock")
+        print(select(2, pcall(l.acquire, "not a lockfile")))
+        l:release()
+      ]], { H.tmpdir() })
+      local lines = {}
+      for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.matches("bad argument #1 to 'dir' %(string expected, got table%)", lines[1])
+      assert.matches("bad argument #1 to 'dir' %(string expected, got no value%)", lines[2])
+      assert.matches("bad argument #2 to 'LockFile' %(table expected, got number%)", lines[3])
+      assert.matches("bad argument #2 to 'dir' %(timeout must be a number", lines[4])
+      assert.matches("bad argument #2 to 'dir' %(timeout must be a non%-negative", lines[5])
+      assert.matches("bad argument #2 to 'dir' %(timeout must be a non%-negative", lines[6])
+      assert.matches("luaguard.LockFile expected, got string", lines[7])
+    end)
+  end)
+
+  -- N processes incrementing a counter file under the lock: none lost. The
+  -- same harness with a naive participant must see the overlap, or it proves
+  -- nothing.
+  describe("counter harness", function()
+    local function participant_script()
+      return [[
+        local lfs = require "lfs"
+        local dir, n = arg[1], tonumber(arg[2])
+        local overlaps = 0
+        for _ = 1, n do
+          local l <close> = lock.dir(dir, { timeout = math.huge })
+          if not lfs.mkdir(dir .. "/inside") then overlaps = overlaps + 1 end
+          local f = io.open(dir .. "/counter"); local v = f and f:read("n") or 0
+          if f then f:close() end
+          f = io.open(dir .. "/counter.tmp", "w"); f:write(v + 1, "\n"); f:close()
+          os.rename(dir .. "/counter.tmp", dir .. "/counter")
+          lfs.rmdir(dir .. "/inside")
+        end
+        print(overlaps)
+      ]]
+    end
+
+    local function run_harness(commands)
+      local d = H.tmpdir()
+      local jobs = {}
+      for i, argv in ipairs(commands) do
+        local full = {}
+        for k, a in ipairs(argv) do full[k] = a end
+        full[#full + 1] = d
+        full[#full + 1] = "150"
+        jobs[i] = H.spawn(full)
+      end
+      local overlaps = 0
+      for _, job in ipairs(jobs) do
+        assert.are.equal(0, job:wait(120), job:stderr())
+        overlaps = overlaps + (tonumber(job:stdout():match("%d+")) or 0)
+      end
+      local count = tonumber(H.read(d .. "/counter"):match("%d+"))
+      return count, overlaps
+    end
+
+    it("loses no increment with 4 luaguard processes", function()
+      local script = H.write(H.tmpdir() .. "/p.lua", participant_script())
+      local argv = { H.host, script }
+      local count, overlaps = run_harness({ argv, argv, argv, argv })
+      assert.are.equal(0, overlaps)
+      assert.are.equal(600, count)
+    end)
+
+    it("sees overlaps when participants skip the inode re-check", function()
+      local naive = { H.bin .. "/lock_probe", "naive-counter" }
+      local count, overlaps = run_harness({ naive, naive, naive, naive })
+      assert.is_true(overlaps > 0 or count < 600,
+        ("a naive lock went unnoticed: count %d, overlaps %d"):format(count, overlaps))
+    end)
+  end)
+end)
