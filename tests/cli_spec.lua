@@ -134,7 +134,7 @@ describe("host command line", function()
     local d = H.tmpdir()
     H.write(d .. "/mymod.lua", "return 'mine'")
     local env = { LUA_PATH_5_4 = d .. "/?.lua;;" }
-    local r = H.run({ H.host, "-e", "print(require 'mymod')" }, { env = env })
+    local r = H.run({ H.host, "-e", "print((require 'mymod'))" }, { env = env })
     assert.are.equal("mine\n", r.stdout)
     r = H.run({ H.host, "-E", "-e", "print(pcall(require, 'mymod'))" }, { env = env })
     assert.matches("^false", r.stdout)

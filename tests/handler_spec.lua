@@ -1,0 +1,478 @@
+-- ErrorHandler / ExitHandler (SPEC section 4) and the host's frame (section
+-- 2), with real processes, real kill, real exit statuses. Scripts send signals
+-- to themselves with kill(1) through io.popen (os.execute's system() ignores
+-- SIGINT and SIGQUIT while it waits).
+local H = require "tests.helpers"
+
+local SIG = { HUP = 1, INT = 2, QUIT = 3, TERM = 15, XCPU = 24, XFSZ = 25 }
+
+local function host(code, args, opts)
+  return H.run_script(H.prelude .. code, args, opts)
+end
+
+local function stock(code, args, opts)
+  opts = opts or {}
+  opts.interpreter = H.lua
+  return H.run_script(H.prelude .. "local g = require 'luaguard'\n"
+    .. "local ErrorHandler, ExitHandler, lock = g.ErrorHandler, g.ExitHandler, g.lock\n"
+    .. code, args, opts)
+end
+
+-- The caught-signal mask of this process, for the six: "before/during/after".
+local SIGCGT = [[
+local function caught()
+  for line in io.lines("/proc/self/status") do
+    local hex = line:match("^SigCgt:%s*(%x+)")
+    if hex then
+      local mask, out = tonumber(hex, 16), {}
+      for _, s in ipairs({1, 2, 3, 15, 24, 25}) do
+        out[#out + 1] = ((mask >> (s - 1)) & 1 == 1) and tostring(s) or "-"
+      end
+      return table.concat(out, ",")
+    end
+  end
+end
+]]
+
+for _, kind in ipairs({ "ErrorHandler", "ExitHandler" }) do
+  describe(kind .. " (certbot's error_handler_test)", function()
+    teardown(H.cleanup_tmp)
+
+    it("runs the cleanup once, with its bound arguments, when the block fails", function()
+      local r = stock(([[
+        local calls = {}
+        local ok, err = pcall(function()
+          local h <close> = %s(function(...) calls[#calls + 1] = table.concat({...}, ",") end, 42, "foo")
+          error("ValueError", 0)
+        end)
+        print(ok, err, #calls, calls[1])
+      ]]):format(kind))
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("false\tValueError\t1\t42,foo\n", r.stdout)
+    end)
+
+    it("stops the body on a signal, runs the cleanup once, restores dispositions", function()
+      local r = stock(SIGCGT .. ([[
+        local before = caught()
+        local calls, should_be_42 = 0, 42
+        local receiver <close> = ErrorHandler(function() end)   -- certbot's signal_receiver
+        local ok = pcall(function()
+          local h <close> = %s(function() calls = calls + 1 end)
+          kill("TERM")
+          should_be_42 = should_be_42 * 10
+        end)
+        io.stderr:write("NOT REACHED\n")
+      ]]):format(kind) .. "")
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.is_nil(r.stderr:find("NOT REACHED"))
+      -- now observe the values from inside: the receiver's cleanup prints them
+      r = stock(SIGCGT .. ([[
+        local before = caught()
+        local calls, should_be_42 = 0, 42
+        local receiver <close> = ErrorHandler(function()
+          print(should_be_42, calls, before == caught() and "restored" or "not restored")
+        end)
+        local h_received
+        do
+          local inner = %s(function() calls = calls + 1 end)
+          local ok = pcall(inner.run, inner, function()
+            kill("TERM")
+            should_be_42 = should_be_42 * 10
+          end)
+        end
+      ]]):format(kind))
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("42\t1\tnot restored\n", r.stdout)   -- receiver still armed
+    end)
+
+    it("restores the dispositions it replaced once the last handler closes", function()
+      local r = stock(SIGCGT .. ([[
+        local before = caught()
+        local h = %s(function() end)
+        local during = caught()
+        h:close()
+        print(before, during, caught())
+      ]]):format(kind))
+      assert.are.equal(0, r.status, r.stderr)
+      local before, during, after = r.stdout:match("^(%S+)\t(%S+)\t(%S+)\n$")
+      assert.are.equal("1,2,3,15,24,25", during)
+      assert.are.equal(before, after)
+      assert.are_not.equal(during, before)
+    end)
+
+    it("logs a failing cleanup and still runs the others (test_bad_recovery)", function()
+      local r = stock(([[
+        local init_calls, bad_calls = 0, 0
+        local ok, err = pcall(function()
+          local h <close> = %s(function() init_calls = init_calls + 1 end)
+          h:register(function() bad_calls = bad_calls + 1; error("cleanup broke") end)
+          error("ValueError", 0)
+        end)
+        print(ok, err, init_calls, bad_calls)
+      ]]):format(kind))
+      assert.are.equal(0, r.status)
+      assert.are.equal("false\tValueError\t1\t1\n", r.stdout)
+      assert.matches("cleanup broke", r.stderr)
+    end)
+
+    it("defers a signal sent from a cleanup; re-delivers after, in arrival order", function()
+      -- certbot's test_bad_recovery_with_signal: the body gets sig2 (XFSZ),
+      -- a cleanup sends sig1 (TERM); the receiver sees [sig2, sig1]
+      local r = stock(([[
+        local init_calls, bad_calls = 0, 0
+        local receiver <close> = ErrorHandler(function() end)
+        local h = %s(function() init_calls = init_calls + 1 end)
+        h:register(function() bad_calls = bad_calls + 1; kill("TERM"); io.stderr:write("cleanup went on\n") end)
+        local ok = pcall(h.run, h, function() kill("XFSZ") end)
+        print("not reached")
+      ]]):format(kind) .. "")
+      assert.are.equal(128 + SIG.XFSZ, r.status, r.stderr)
+      assert.matches("cleanup went on", r.stderr)
+      r = stock(([[
+        local receiver <close> = ErrorHandler(function() end)
+        receiver:register(function() print(table.concat(receiver:received(), ",")) end)
+        local h = %s(function() io.stdout:write("init ") end)
+        h:register(function() kill("TERM") end)
+        h:run(function() kill("XFSZ") end)
+      ]]):format(kind))
+      assert.are.equal(128 + SIG.XFSZ, r.status, r.stderr)
+      assert.are.equal("init 25,15\n", r.stdout)
+    end)
+
+    it("runs nothing on os.exit (test_sysexit_ignored)", function()
+      local r = host(([[
+        local h <close> = %s(function() print("cleanup ran") end)
+        os.exit(0)
+      ]]):format(kind))
+      assert.are.equal(0, r.status)
+      assert.are.equal("", r.stdout)
+    end)
+
+    it("on a normal exit runs " .. (kind == "ErrorHandler" and "nothing" or "every cleanup"), function()
+      local r = stock(([[
+        local calls = {}
+        do
+          local h <close> = %s(function() calls[#calls + 1] = "init" end)
+          h:register(function() calls[#calls + 1] = "func" end)
+        end
+        print(table.concat(calls, ","))
+      ]]):format(kind))
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal(kind == "ErrorHandler" and "\n" or "func,init\n", r.stdout)
+    end)
+
+    it("on os.exit(n, true) closes as on a normal exit", function()
+      local r = host(([[
+        local h <close> = %s(function() print("cleanup ran") end)
+        os.exit(3, true)
+      ]]):format(kind))
+      assert.are.equal(3, r.status)
+      assert.are.equal(kind == "ErrorHandler" and "" or "cleanup ran\n", r.stdout)
+    end)
+  end)
+end
+
+describe("cleanup guards", function()
+  teardown(H.cleanup_tmp)
+
+  it("runs three cleanups last registered first", function()
+    local r = host([[
+      local h <close> = ExitHandler(io.write, "1 ")
+      h:register(io.write, "2 "):register(io.write, "3 ")
+    ]])
+    assert.are.equal("3 2 1 ", r.stdout, r.stderr)
+  end)
+
+  for name, number in pairs(SIG) do
+    it("dies by SIG" .. name .. " (status " .. 128 + number .. ") after the cleanups", function()
+      local d = H.tmpdir()
+      local r = host([[
+        local l <close> = lock.dir(arg[1])
+        local h <close> = ExitHandler(function() io.write("cleaned ") end)
+        kill(arg[2])
+        io.write("NOT REACHED")
+      ]], { d, name })
+      assert.are.equal(128 + number, r.status, r.stderr)
+      assert.are.equal("cleaned ", r.stdout)
+      assert.is_false(H.exists(d .. "/.certbot.lock"))
+    end)
+  end
+
+  it("leaves an ignored SIGHUP ignored (nohup) and still handles SIGTERM", function()
+    local d = H.tmpdir()
+    local script = H.write(d .. "/s.lua", H.prelude .. [[
+      local h <close> = ExitHandler(function() io.write("cleaned ") end)
+      kill("HUP")
+      io.write("survived HUP ")
+      kill("TERM")
+      io.write("NOT REACHED")
+    ]])
+    local r = H.run({ "env", "--ignore-signal=HUP", H.host, script })
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("survived HUP cleaned ", r.stdout)
+  end)
+
+  it("nests: inner cleanups, then outer; the outer received every signal, in order", function()
+    -- in the host: under stock lua5.4 the SIGINT saved at arming is lua.c's
+    -- own handler, which the re-delivery rightly chains to
+    local r = host([[
+      local outer <close> = ErrorHandler(function() end)
+      outer:register(function() print("outer cleanup", table.concat(outer:received(), ",")) end)
+      local inner <close> = ExitHandler(function() print("inner cleanup"); kill("HUP") end)
+      kill("INT")
+    ]])
+    assert.are.equal(128 + SIG.INT, r.status, r.stderr)
+    assert.are.equal("inner cleanup\nouter cleanup\t2,1\n", r.stdout)
+  end)
+
+  it("lets a later SIGTERM kill the process after a normal ErrorHandler exit", function()
+    local r = stock([[
+      local ran = false
+      do local h <close> = ErrorHandler(function() ran = true end) end
+      kill("TERM")
+      print("NOT REACHED", ran)
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("", r.stdout)
+  end)
+
+  it("cuts a read on a silent pipe short on SIGTERM", function()
+    -- stdin is a FIFO whose writer (this test) stays silent
+    local d = H.tmpdir()
+    local fifo = d .. "/fifo"
+    os.execute("mkfifo " .. H.quote(fifo))
+    local job = H.spawn_script(H.prelude .. [[
+      local h <close> = ExitHandler(function() print("cleaned") end)
+      ready(arg[1])
+      io.read("a")
+      print("NOT REACHED")
+    ]], { d .. "/ready" }, { stdin = fifo })
+    local writer = assert(io.open(fifo, "w"))
+    local pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
+    H.sleep(0.1)
+    local t0 = io.popen("date +%s.%N"):read("n")
+    H.kill(pid, "TERM")
+    local status = job:wait(10)
+    local elapsed = io.popen("date +%s.%N"):read("n") - t0
+    writer:close()
+    assert.are.equal(128 + SIG.TERM, status, job:stderr())
+    assert.are.equal("cleaned\n", job:stdout())
+    assert.is_true(elapsed < 1, ("took %.2f s"):format(elapsed))
+  end)
+
+  it("stops a lock wait at once on SIGTERM", function()
+    local d = H.tmpdir()
+    local w = H.tmpdir()
+    local holder = H.spawn_script(H.prelude .. [[
+      local l = lock.dir(arg[1]); ready(arg[2]); wait_for(arg[3])
+    ]], { d, w .. "/hready", w .. "/stop" })
+    H.wait_for(w .. "/hready")
+    local waiter = H.spawn_script(H.prelude .. [[
+      local h <close> = ExitHandler(function() print("cleaned") end)
+      ready(arg[2])
+      local l = lock.dir(arg[1], { timeout = math.huge })
+      print("NOT REACHED")
+    ]], { d, w .. "/wready" })
+    local pid = tonumber(H.wait_for(w .. "/wready"):match("%d+"))
+    H.sleep(0.2)
+    H.kill(pid, "TERM")
+    assert.are.equal(128 + SIG.TERM, waiter:wait(5), waiter:stderr())
+    assert.are.equal("cleaned\n", waiter:stdout())
+    H.write(w .. "/stop", "")
+    assert.are.equal(0, holder:wait())
+  end)
+
+  it("refuses a non-callable cleanup at register time", function()
+    local r = host([[
+      local h <close> = ErrorHandler()
+      print(select(2, pcall(function() h:register(5) end)))
+      print(select(2, pcall(function() ErrorHandler({}) end)))
+      local callable = setmetatable({}, { __call = function(self, x) io.write("called ", x, "\n") end })
+      local e <close> = ExitHandler(callable, "with arg")
+      print(tostring(h))
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    local l1, l2, l3, l4 = r.stdout:match("^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n$")
+    assert.matches("bad argument #1 to 'register' %(callable expected, got number%)", l1)
+    assert.matches("bad argument #1 to .*%(callable expected, got table%)", l2)
+    assert.are.equal("ErrorHandler (0 cleanups, armed)", l3)
+    assert.are.equal("called with arg", l4)
+  end)
+
+  it("run returns the body's results, or re-raises its error after the cleanups", function()
+    local r = host([[
+      local h = ExitHandler(io.write, "cleanup ")
+      print(h:run(function(a, b) return a + b, "two" end, 40, 2))
+      local e0 = setmetatable({}, { __tostring = function() return "E0" end })
+      local h2 = ErrorHandler(io.write, "cleanup2 ")
+      local ok, e = pcall(h2.run, h2, function() error(e0) end)
+      print(ok, e == e0)
+      print(tostring(h), tostring(h2))
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("cleanup 42\ttwo\ncleanup2 false\ttrue\n"
+                  .. "ExitHandler (0 cleanups, closed)\tErrorHandler (0 cleanups, closed)\n", r.stdout)
+  end)
+
+  it("propagates the closing error unchanged (same object)", function()
+    local r = stock([[
+      local e0 = {}
+      local ok, e = pcall(function()
+        local h <close> = ErrorHandler(function() end)
+        local x <close> = ExitHandler(function() end)
+        error(e0)
+      end)
+      print(ok, e == e0)
+    ]])
+    assert.are.equal("false\ttrue\n", r.stdout, r.stderr)
+  end)
+
+  it("runs each cleanup at most once: second close, close from a cleanup", function()
+    local r = host([[
+      local n = 0
+      local h
+      h = ExitHandler(function() n = n + 1; h:close(); h:close("again") end)
+      h:close()
+      h:close("err")
+      print(n, tostring(h), select(2, pcall(h.register, h, print)))
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("^1\tExitHandler %(0 cleanups, closed%)\t.*register on a closed ExitHandler", r.stdout)
+  end)
+
+  it("refuses register from inside a running cleanup", function()
+    local r = host([[
+      local h
+      h = ExitHandler(function() print(pcall(h.register, h, print)) end)
+      h:close()
+    ]])
+    assert.matches("^false\t.*register on a closing ExitHandler", r.stdout, r.stderr)
+  end)
+
+  it("logs a cleanup's non-string error object and goes on", function()
+    local r = host([[
+      local h <close> = ExitHandler(function() print("second") end)
+      h:register(function() error(setmetatable({}, {__tostring = function() return "custom object" end})) end)
+      h:register(function() error({}) end)
+    ]])
+    assert.are.equal(0, r.status)
+    assert.are.equal("second\n", r.stdout)
+    assert.matches("custom object", r.stderr)
+    assert.matches("table: 0x", r.stderr)
+  end)
+
+  it("raises a SignalExit: kind, signal, name, tostring", function()
+    local r = host([[
+      local h <close> = ErrorHandler(function() end)
+      xpcall(function() kill("TERM") end, function(e)
+        print(e.kind, e.signal, e.name, tostring(e))
+        return e
+      end)
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status)
+    assert.are.equal("SignalExit\t15\tSIGTERM\tSignalExit: SIGTERM\n", r.stdout)
+  end)
+
+  it("cannot be swallowed by a pcall inside the block", function()
+    local r = host([[
+      local h <close> = ExitHandler(function() print("cleaned") end)
+      local ok, e = pcall(function() kill("TERM"); while true do end end)
+      print("SWALLOWED", ok, e)
+      while true do end
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("cleaned\n", r.stdout)
+  end)
+
+  it("runs cleanups once when a second signal lands in a message handler", function()
+    for _ = 1, 5 do
+      local r = host([[
+        local n = 0
+        local h <close> = ExitHandler(function() n = n + 1; print("cleanup", n) end)
+        xpcall(function() kill("TERM") end, function(e)
+          kill("INT")
+          local s = 0
+          for i = 1, 20000 do s = s + i end
+          return e
+        end)
+        while true do end
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("cleanup\t1\n", r.stdout)
+    end
+  end)
+
+  it("closes pending <close> variables and dies by the signal with no handler of its own", function()
+    local d = H.tmpdir()
+    local r = host([[
+      local l <close> = lock.dir(arg[1])
+      local x <close> = setmetatable({}, { __close = function(_, e) print("closed with", e) end })
+      print("before")
+      kill("INT")
+      print("NOT REACHED")
+    ]], { d })
+    assert.are.equal(128 + SIG.INT, r.status, r.stderr)
+    assert.are.equal("before\nclosed with\tSignalExit: SIGINT\n", r.stdout)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
+  it("interrupts a guarded body running in a coroutine.wrap", function()
+    local r = host([[
+      local body = coroutine.wrap(function()
+        local h <close> = ExitHandler(function() print("coroutine cleanup") end)
+        kill("TERM")
+        while true do end
+      end)
+      local outer <close> = ExitHandler(function() print("outer cleanup") end)
+      body()
+      print("NOT REACHED")
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("coroutine cleanup\nouter cleanup\n", r.stdout)
+  end)
+
+  it("keeps the script's own debug hook", function()
+    local r = stock([[
+      local calls = 0
+      local function myhook() calls = calls + 1 end
+      debug.sethook(myhook, "", 1000)
+      local outer <close> = ErrorHandler(function() print("outer sees", debug.gethook() == myhook) end)
+      local h <close> = ExitHandler(function() print("cleanup sees", debug.gethook() == myhook) end)
+      kill("TERM")
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("cleanup sees\ttrue\nouter sees\ttrue\n", r.stdout)
+  end)
+
+  it("does not cut short a blocking read inside a cleanup", function()
+    local r = host([[
+      local h <close> = ExitHandler(function()
+        local p = io.popen("sleep 0.3; echo done")
+        kill("HUP")
+        print("cleanup read", p:read("a"))
+      end)
+      kill("TERM")
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("cleanup read\tdone\n\n", r.stdout)
+  end)
+
+  it("returns a new list from received(), in arrival order", function()
+    local r = stock([[
+      local h = ErrorHandler()
+      local a, b = h:received(), h:received()
+      print(#a, a ~= b)
+    ]])
+    assert.are.equal("0\ttrue\n", r.stdout, r.stderr)
+  end)
+
+  it("logs signals and cleanup calls with LUAGUARD_DEBUG=1", function()
+    local r = host([[
+      local h <close> = ExitHandler(function() end)
+      kill("TERM")
+    ]], nil, { env = { LUAGUARD_DEBUG = "1" } })
+    assert.are.equal(128 + SIG.TERM, r.status)
+    assert.matches("encountered signals: SIGTERM", r.stderr)
+    assert.matches("calling registered function", r.stderr)
+  end)
+end)
