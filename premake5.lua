@@ -130,6 +130,13 @@ project "test_lock_core"
   targetdir (BUILD .. "/bin")
   files { "tests/c/test_lock_core.c", "src/core/lg_lock.c", "src/core/lg_signal.c" }
 
+-- A C program embedding Lua and luaguard through the public header.
+project "test_embed"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/c/test_embed.c" }
+  links { "luaguard_static", "lua5.4", "m", "dl" }
+
 -- A helper for process tests: holds and probes locks with plain fcntl, the way
 -- a "naive" or foreign participant would (tests/lock_spec.lua).
 project "lock_probe"

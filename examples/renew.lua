@@ -1,0 +1,73 @@
+#!/usr/bin/env luaguard
+--[==[
+renew.lua — a certificate-renewal workflow in the shape certbot users know.
+
+  luaguard examples/renew.lua [CONFIG_DIR [RELOAD_COMMAND]]
+
+Locks CONFIG_DIR (lock.dir: the same file certbot locks), backs up the live
+certificate, stages the new one, swaps it in and reloads the service. Any
+failure or termination signal restores the backup (ErrorHandler); temporary
+files go in every case (ExitHandler). With no CONFIG_DIR it builds a demo tree
+under $TMPDIR first; RELOAD_COMMAND defaults to the harmless `true`.
+]==]
+local lfs = require "lfs"
+
+local config = arg[1]
+local reload = arg[2] or "true"
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local function read(path)
+  local f = assert(io.open(path))
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+local function copy(from, to) write(to, read(from)) end
+
+if not config then                       -- a demo tree to work on
+  config = os.tmpname()
+  os.remove(config)
+  assert(lfs.mkdir(config))
+  assert(lfs.mkdir(config .. "/live"))
+  write(config .. "/live/cert.pem", "-----OLD CERTIFICATE-----\n")
+  print("demo tree: " .. config)
+end
+
+local live = config .. "/live/cert.pem"
+local backup = config .. "/live/cert.pem.bak"
+local staged = config .. "/live/cert.pem.new"
+
+local lock_held <close> = lock.dir(config, { timeout = 10 })
+print("locked " .. config)
+
+local temp <close> = ExitHandler(function()
+  os.remove(staged)
+  print("removed temporary files")
+end)
+
+copy(live, backup)
+local restore <close> = ErrorHandler(function()
+  os.rename(backup, live)
+  print("restored the previous certificate")
+end)
+
+write(staged, "-----NEW CERTIFICATE " .. os.date("!%Y-%m-%dT%H:%M:%SZ") .. "-----\n")
+assert(os.rename(staged, live))
+print("installed the new certificate")
+
+if os.getenv("RENEW_PAUSE") then         -- lets a test signal us mid-deploy
+  io.read("l")
+end
+
+local ok, how, code = os.execute(reload)
+if not ok then
+  error(("reload command %q failed (%s %s)"):format(reload, how, code), 0)
+end
+os.remove(backup)
+print("reloaded; renewal done")

@@ -1,0 +1,100 @@
+-- The Lua module from stock lua5.4, and the installed layout (SPEC sections 1, 5).
+local H = require "tests.helpers"
+
+describe("module from stock lua5.4", function()
+  teardown(H.cleanup_tmp)
+
+  it("returns lock, ErrorHandler, ExitHandler, _VERSION and sets no globals", function()
+    local r = H.run_script([[
+      local before = {}
+      for k in pairs(_G) do before[k] = true end
+      local g = require "luaguard"
+      local added = {}
+      for k in pairs(_G) do if not before[k] then added[#added + 1] = k end end
+      print(#added, type(g.lock.dir), type(g.lock.LockFile), type(g.ErrorHandler),
+            type(g.ExitHandler), g._VERSION, package.loaded["luaguard.core"] ~= nil)
+    ]], nil, { interpreter = H.lua })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("^0\tfunction\tfunction\tfunction\tfunction\tluaguard %d+%.%d+%.%d+\ttrue\n$", r.stdout)
+  end)
+
+  it("takes locks and runs handlers from stock lua5.4", function()
+    local d = H.tmpdir()
+    local r = H.run_script([[
+      local g = require "luaguard"
+      local l <close> = g.lock.dir(arg[1])
+      local h <close> = g.ExitHandler(io.write, "cleanup\n")
+      print(l)
+    ]], { d }, { interpreter = H.lua })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal(("LockFile(%s/.certbot.lock) <acquired>\ncleanup\n"):format(d), r.stdout)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+end)
+
+describe("scripts/install", function()
+  local prefix
+  setup(function()
+    prefix = H.tmpdir() .. "/prefix"
+    local r = H.run({ H.root .. "/scripts/install", prefix })
+    assert.are.equal(0, r.status, r.stderr)
+  end)
+  teardown(H.cleanup_tmp)
+
+  it("yields the SPEC section 5 layout", function()
+    for _, f in ipairs({ "bin/luaguard", "lib/lua/5.4/luaguard/core.so",
+                         "share/lua/5.4/luaguard/init.lua", "include/luaguard.h",
+                         "lib/libluaguard.a", "lib/libluaguard.so",
+                         "lib/pkgconfig/luaguard.pc", "share/man/man1/luaguard.1" }) do
+      assert.is_true(H.exists(prefix .. "/" .. f), f .. " missing")
+    end
+  end)
+
+  it("gives a host that runs from any directory", function()
+    local r = H.run({ prefix .. "/bin/luaguard", "-e", "print(1, type(lock.dir))" }, { dir = "/" })
+    assert.are.equal("1\tfunction\n", r.stdout, r.stderr)
+  end)
+
+  it("is found by stock lua5.4 with the SPEC's LUA_PATH/LUA_CPATH", function()
+    local r = H.run({ H.lua, "-e", "local g = require 'luaguard'; print(g._VERSION, package.searchpath('luaguard.core', package.cpath))" },
+      { dir = "/", env = {
+        LUA_CPATH = prefix .. "/lib/lua/5.4/?.so;;",
+        LUA_PATH = prefix .. "/share/lua/5.4/?.lua;" .. prefix .. "/share/lua/5.4/?/init.lua;;" } })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("^luaguard %S+\t" .. prefix:gsub("%p", "%%%0") .. "/lib/lua/5%.4/luaguard/core%.so\n$", r.stdout)
+  end)
+
+  it("builds a C program with one pkg-config line, static or shared", function()
+    local d = H.tmpdir()
+    H.write(d .. "/main.c", [[
+#include <lauxlib.h>
+#include <lualib.h>
+#include <luaguard.h>
+int main(void) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  luaL_requiref(L, "luaguard", luaopen_luaguard, 1);
+  lua_pop(L, 1);
+  if (luaL_dostring(L, "local h = luaguard.ExitHandler(print, 'embedded ok'); h:close()")) return 1;
+  lua_close(L);
+  return 0;
+}
+]])
+    local env = { PKG_CONFIG_PATH = prefix .. "/lib/pkgconfig" }
+    local cc = ("cd %s && cc -o shared main.c $(pkg-config --cflags --libs luaguard) && "
+             .. "cc -o static main.c $(pkg-config --cflags luaguard) %s/lib/libluaguard.a $(pkg-config --libs lua5.4) -lm")
+             :format(H.quote(d), H.quote(prefix))
+    local r = H.run({ "sh", "-c", cc }, { env = env })
+    assert.are.equal(0, r.status, r.stderr)
+    r = H.run({ d .. "/shared" }, { env = { LD_LIBRARY_PATH = prefix .. "/lib" } })
+    assert.are.equal("embedded ok\n", r.stdout, r.stderr)
+    r = H.run({ d .. "/static" })
+    assert.are.equal("embedded ok\n", r.stdout, r.stderr)
+  end)
+
+  it("installs a man page that renders without warnings", function()
+    local r = H.run({ "sh", "-c", "groff -ww -man -Tutf8 " .. H.quote(prefix .. "/share/man/man1/luaguard.1") .. " >/dev/null" })
+    assert.are.equal(0, r.status)
+    assert.are.equal("", r.stderr)
+  end)
+end)
