@@ -18,6 +18,10 @@ H.module_env = {
   LUA_PATH = H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;;",
 }
 
+-- Under scripts/test --sanitize: what stock lua5.4 and C compiles need.
+H.asan_preload = os.getenv("LUAGUARD_ASAN_PRELOAD")
+H.sanitize_cflags = os.getenv("LUAGUARD_SANITIZE_CFLAGS") or ""
+
 function H.quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
@@ -78,6 +82,9 @@ local function env_prefix(env)
 end
 
 local function command_line(argv)
+  if H.asan_preload and argv[1] == H.lua then
+    argv = { "env", "LD_PRELOAD=" .. H.asan_preload, table.unpack(argv) }
+  end
   local q = {}
   for i, a in ipairs(argv) do q[i] = H.quote(a) end
   return table.concat(q, " ")

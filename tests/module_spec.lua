@@ -81,9 +81,9 @@ int main(void) {
 }
 ]])
     local env = { PKG_CONFIG_PATH = prefix .. "/lib/pkgconfig" }
-    local cc = ("cd %s && cc -o shared main.c $(pkg-config --cflags --libs luaguard) && "
-             .. "cc -o static main.c $(pkg-config --cflags luaguard) %s/lib/libluaguard.a $(pkg-config --libs lua5.4) -lm")
-             :format(H.quote(d), H.quote(prefix))
+    local cc = ("cd %s && cc %s -o shared main.c $(pkg-config --cflags --libs luaguard) && "
+             .. "cc %s -o static main.c $(pkg-config --cflags luaguard) %s/lib/libluaguard.a $(pkg-config --libs lua5.4) -lm")
+             :format(H.quote(d), H.sanitize_cflags, H.sanitize_cflags, H.quote(prefix))
     local r = H.run({ "sh", "-c", cc }, { env = env })
     assert.are.equal(0, r.status, r.stderr)
     r = H.run({ d .. "/shared" }, { env = { LD_LIBRARY_PATH = prefix .. "/lib" } })
