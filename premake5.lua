@@ -143,3 +143,9 @@ project "lock_probe"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
   files { "tests/c/lock_probe.c" }
+
+-- Benchmarks (tests/bench/): built here, run by hand or by scripts/bench.
+project "bench_handoff"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/bench/handoff.c", "src/core/lg_lock.c", "src/core/lg_signal.c" }

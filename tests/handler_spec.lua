@@ -402,6 +402,32 @@ describe("cleanup guards", function()
     end
   end)
 
+  it("runs an ErrorHandler's cleanups when __close gets a message handler's result", function()
+    -- xpcall's handler runs before <close> variables close: __close receives
+    -- the traceback string, not the SignalExit; the handler still knows
+    local r = host([[
+      local ok, e = xpcall(function()
+        local h <close> = ErrorHandler(function() print("cleanup ran") end)
+        kill("TERM")
+      end, debug.traceback)
+      print("NOT REACHED", ok)
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("cleanup ran\n", r.stdout)
+  end)
+
+  it("closes a collected handler as on a normal exit and restores dispositions", function()
+    local r = stock(SIGCGT .. [[
+      local before = caught()
+      ExitHandler(print, "exit handler collected")
+      ErrorHandler(print, "NOT PRINTED")
+      collectgarbage(); collectgarbage()
+      print(before == caught())
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("exit handler collected\ntrue\n", r.stdout)
+  end)
+
   it("closes pending <close> variables and dies by the signal with no handler of its own", function()
     local d = H.tmpdir()
     local r = host([[

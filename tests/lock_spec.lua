@@ -237,6 +237,26 @@ describe("lock", function()
     assert.are.equal("false\tLockError\ttrue\ttrue\nfalse\ntrue\n", job:stdout())
   end)
 
+  it("opens another user's lock file in a sticky directory (fs.protected_regular)", function()
+    -- O_CREAT on a file we do not own in a sticky world-writable directory is
+    -- refused (EACCES) under protected_regular; the lock retries without it.
+    -- Needs root (as scripts/test runs): it turns the sysctl on and back.
+    local knob = "/proc/sys/fs/protected_regular"
+    local original = assert(H.read(knob), "cannot read " .. knob)
+    local d = H.tmpdir()
+    os.execute("chmod 1777 " .. H.quote(d))
+    assert.are.equal(0, H.run({ "runuser", "-u", "nobody", "--", "touch", d .. "/.certbot.lock" }).status)
+    finally(function() H.write(knob, original) end)
+    H.write(knob, "1\n")
+    local r = lua([[
+      local l = lock.dir(arg[1])
+      print(l:is_locked())
+      l:release()
+      print(io.open(arg[1] .. "/.certbot.lock") == nil)
+    ]], { d })
+    assert.are.equal("true\ntrue\n", r.stdout, r.stderr)
+  end)
+
   describe("bad input", function()
     local function os_error(code, args)
       local r = lua([[
