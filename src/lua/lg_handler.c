@@ -434,9 +434,7 @@ static void handler_close(lua_State *L, int h_idx, int failed) {
     h->ncleanups = 0;
     guard_close(L, g);
   }
-  lua_pushnil(L);
-  lua_setiuservalue(L, h_idx, UV_CLEANUPS);
-  lua_newtable(L);
+  lua_newtable(L);         /* drop what was registered: nothing runs twice */
   lua_setiuservalue(L, h_idx, UV_CLEANUPS);
   h->state = HANDLER_CLOSED;
 }

@@ -6,6 +6,7 @@
 */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -76,13 +77,14 @@ static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout
   }
   err = errno;
   if (err == EWOULDBLOCK) {
+    char waited[32];
+    snprintf(waited, sizeof waited, "%.2f", why.waited);
     if (why.holder > 0)
       lua_pushfstring(L, "could not lock %s: another instance is running "
-                      "(held by process %d; waited %f s)", path, (int)why.holder,
-                      (LUAI_UACNUMBER)why.waited);
+                      "(held by process %d; waited %s s)", path, (int)why.holder, waited);
     else
       lua_pushfstring(L, "could not lock %s: another instance is running "
-                      "(waited %f s)", path, (LUAI_UACNUMBER)why.waited);
+                      "(waited %s s)", path, waited);
     lg_push_error(L, "LockError", lua_tostring(L, -1));
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "path");
