@@ -6,9 +6,7 @@ local H = require "tests.helpers"
 
 local SIG = { HUP = 1, INT = 2, QUIT = 3, TERM = 15, XCPU = 24, XFSZ = 25 }
 
-local function host(code, args, opts)
-  return H.run_script(H.prelude .. code, args, opts)
-end
+local host = H.run_prelude
 
 local function stock(code, args, opts)
   opts = opts or {}

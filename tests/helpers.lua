@@ -96,9 +96,9 @@ function H.run(argv, opts)
   opts = opts or {}
   local d = H.tmpdir()
   local infile = opts.stdin and H.write(d .. "/stdin", opts.stdin) or "/dev/null"
-  local cmd = ("%s%sexec %s%s <%s >%s 2>%s"):format(
+  local cmd = ("%sexec %s%s <%s >%s 2>%s"):format(
     opts.dir and ("cd " .. H.quote(opts.dir) .. " && ") or "",
-    "", env_prefix(opts.env), command_line(argv),
+    env_prefix(opts.env), command_line(argv),
     H.quote(infile), H.quote(d .. "/out"), H.quote(d .. "/err"))
   local ok, how, code = os.execute(cmd)
   local status = how == "signal" and 128 + code or code
@@ -128,7 +128,7 @@ function H.spawn(argv, opts)
   local d = H.tmpdir()
   local job = { dir = d, status_file = d .. "/status", out = d .. "/out", err = d .. "/err" }
   local inner = ("%senv --default-signal=INT,QUIT %s <%s >%s 2>%s; echo $? >%s"):format(
-    env_prefix(opts.env), command_line(argv), opts.stdin or "/dev/null",
+    env_prefix(opts.env), command_line(argv), H.quote(opts.stdin or "/dev/null"),
     H.quote(job.out), H.quote(job.err), H.quote(job.status_file .. ".tmp"))
   inner = inner .. "; mv " .. H.quote(job.status_file .. ".tmp") .. " " .. H.quote(job.status_file)
   os.execute("(" .. inner .. ") >/dev/null 2>&1 &")
@@ -143,6 +143,11 @@ function H.spawn(argv, opts)
   function job:stderr() return H.read(self.err) or "" end
   function job:stdout() return H.read(self.out) or "" end
   return job
+end
+
+-- A script with H.prelude (PID, ready, kill, wait_for) through the host.
+function H.run_prelude(code, args, opts)
+  return H.run_script(H.prelude .. code, args, opts)
 end
 
 function H.spawn_script(text, args, opts)

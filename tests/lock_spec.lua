@@ -4,9 +4,7 @@
 local H = require "tests.helpers"
 local lfs = require "lfs"
 
-local function lua(code, args, opts)
-  return H.run_script(H.prelude .. code, args, opts)
-end
+local lua = H.run_prelude
 
 -- A luaguard process holding dir's lock until 'stop' appears.
 local function hold_with_luaguard(dir)
@@ -80,6 +78,31 @@ describe("lock", function()
     ]], { d })
     assert.are.equal(0, r.status, r.stderr)
     assert.are.equal("rw-------\nnil\n", r.stdout)
+  end)
+
+  it("removes the file before unlocking it (certbot's order), as strace shows", function()
+    -- unlock first and a third process could lock a file about to vanish
+    local d = H.tmpdir()
+    local trace = d .. "/trace"
+    local r = H.run({ "strace", "-o", trace, "-e", "trace=openat,unlinkat,close,fcntl",
+                H.host, "-e", "lock.dir(os.getenv('LOCKDIR')):release()" },
+              { env = { LOCKDIR = d } })
+    assert.are.equal(0, r.status, r.stderr)
+    local lines = {}
+    for line in io.lines(trace) do lines[#lines + 1] = line end
+    local fd, opened, locked, unlinked, closed
+    for i, line in ipairs(lines) do
+      if not fd then
+        fd = line:match('^openat%(%d+, "%.certbot%.lock", [^)]*%)%s+=%s+(%d+)')
+        if fd then opened = i end
+      elseif not locked and line:find("^fcntl%(" .. fd .. ", F_SETLK") then locked = i
+      elseif not unlinked and line:find('^unlinkat%(%d+, "%.certbot%.lock", 0%)%s+=%s+0') then unlinked = i
+      elseif not closed and line:find("^close%(" .. fd .. "%)") then closed = i end
+    end
+    assert.is_truthy(opened and locked and unlinked and closed,
+      "open/lock/unlink/close not all seen:\n" .. table.concat(lines, "\n"))
+    assert.is_true(opened < locked and locked < unlinked and unlinked < closed,
+      ("order: open %d, lock %d, unlink %d, close %d"):format(opened, locked, unlinked, closed))
   end)
 
   it("makes acquire on a held lock and release on a released one do nothing", function()

@@ -6,7 +6,8 @@
 ** remove is only reported (-1/errno: the binding logs it). The file is opened
 ** with full sharing, so a second process opens it and is refused by the lock,
 ** as certbot's is. Windows has no signals of ours: 'interrupted' is still
-** polled while waiting. Built and tested under wine (scripts/test --windows).
+** polled while waiting. Not built by premake yet: so far only compiled with
+** mingw-w64 by hand; the Windows build and its wine test are issue 8's.
 */
 #ifdef _WIN32
 

@@ -27,7 +27,8 @@ static const char *const signal_names[LG_SIGNAL_COUNT] = {
 
 static lg_frame *volatile top_frame;             /* innermost armed frame */
 static volatile sig_atomic_t arrivals;           /* handled arrivals, ever */
-static volatile sig_atomic_t cleaning_depth;     /* frames running cleanups */
+static volatile sig_atomic_t cleaning_depth;     /* frames deferring signals */
+static int restart_depth;                        /* frames whose calls restart */
 
 /* Normal-code state: touched only outside the signal handler. */
 static int installed;                            /* our handler is in place */
@@ -182,7 +183,7 @@ static int install(void) {
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   for (i = 0; i < LG_SIGNAL_COUNT; i++) sigaddset(&sa.sa_mask, lg_signals[i]);
-  sa.sa_flags = cleaning_depth > 0 ? SA_RESTART : 0;
+  sa.sa_flags = restart_depth > 0 ? SA_RESTART : 0;
   for (i = 0; i < LG_SIGNAL_COUNT; i++) {
     if (sigaction(lg_signals[i], &sa, &saved[i]) != 0) {
       int err = errno;
@@ -215,11 +216,19 @@ int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, void *ud) {
   return 0;
 }
 
+int lg_frame_defer(lg_frame *f) {
+  if (f->deferring || !f->linked) return 0;
+  f->deferring = 1;
+  cleaning_depth++;
+  return 0;
+}
+
 int lg_frame_begin_cleanup(lg_frame *f) {
-  if (f->cleaning || !f->linked) return 0;
-  f->cleaning = 1;
+  lg_frame_defer(f);
+  if (f->restarting || !f->linked) return 0;
+  f->restarting = 1;
   /* Cleanups are never interrupted: a read in one must not fail with EINTR. */
-  if (cleaning_depth++ == 0 && installed) return set_handler_flags(1);
+  if (restart_depth++ == 0 && installed) return set_handler_flags(1);
   return 0;
 }
 
@@ -262,15 +271,19 @@ static void hand_off(const lg_record *from, lg_frame *to, int interrupt) {
 int lg_frame_close(lg_frame *f, int interrupt_outer) {
   pid_t pid = lg_signal_pid();
   lg_frame *outer;
-  int rc = 0, ended_cleaning = 0;
+  int rc = 0, ended_restart = 0;
   if (!f->linked) return 0;
   if (f->owner != pid) {    /* forked child: never act for the parent */
     unlink_frame(f);
     return 0;
   }
-  if (f->cleaning) {
-    f->cleaning = 0;
-    ended_cleaning = (--cleaning_depth == 0);
+  if (f->deferring) {
+    f->deferring = 0;
+    cleaning_depth--;
+  }
+  if (f->restarting) {
+    f->restarting = 0;
+    ended_restart = (--restart_depth == 0);
   }
   outer = own_frame_from(f->outer, pid);
   if (outer == NULL) {
@@ -282,7 +295,7 @@ int lg_frame_close(lg_frame *f, int interrupt_outer) {
     return rc;
   }
   unlink_frame(f);
-  if (ended_cleaning && installed) rc = set_handler_flags(0);
+  if (ended_restart && installed) rc = set_handler_flags(0);
   hand_off(&f->record, outer, interrupt_outer);
   return rc;
 }

@@ -33,7 +33,8 @@ typedef struct lg_frame {
   lg_interrupt_fn interrupt;
   void *interrupt_ud;
   int linked;
-  int cleaning;                     /* lg_frame_begin_cleanup was called */
+  int deferring;                    /* signals only recorded (defer/begin_cleanup) */
+  int restarting;                   /* and system calls restart (begin_cleanup) */
 } lg_frame;
 
 /* The handled signals, in SPEC order; lg_signal_index(sig) is -1 for others. */
@@ -49,8 +50,13 @@ const char *lg_signal_name(int sig);
 */
 int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, void *ud);
 
-/* From now on signals are only recorded (no interrupt), and system calls they
-** interrupt restart. Call before running cleanups. Idempotent per frame. */
+/* From now on signals are only recorded (no interrupt); no system call. For a
+** host about to close its Lua state. Idempotent per frame. */
+int lg_frame_defer(lg_frame *f);
+
+/* As lg_frame_defer, and system calls that signals interrupt restart (the
+** first such frame re-installs the handler with SA_RESTART). Call before
+** running cleanups. Idempotent per frame. */
 int lg_frame_begin_cleanup(lg_frame *f);
 
 /*

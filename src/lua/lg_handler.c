@@ -549,7 +549,9 @@ LUAGUARD_API int luaguard_outer_signal(void) {
 LUAGUARD_API void luaguard_outer_defer(lua_State *L) {
   if (!outer_guard.frame.linked) return;
   outer_guard.closing = 1;
-  lg_frame_begin_cleanup(&outer_guard.frame);
+  /* Record only; no SA_RESTART flip just before the dispositions are restored
+  ** (a handler whose cleanups run in lua_close flips for them itself). */
+  lg_frame_defer(&outer_guard.frame);
   restore_user_hook(&outer_guard);
   luaL_unref(L, LUA_REGISTRYINDEX, outer_guard.signal_exit_ref);
   outer_guard.signal_exit_ref = LUA_NOREF;

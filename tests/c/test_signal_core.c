@@ -162,11 +162,15 @@ static void test_restart_only_in_cleanup(void) {
   set_disposition(SIGTERM, recording_handler);
   lg_frame_arm(&f, count_interrupt, NULL);
   CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "a body's read returns early (no SA_RESTART)");
+  interrupts = 0;
+  lg_frame_defer(&f);
+  CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "defer alone does not re-install with SA_RESTART");
+  CHECK_INT(0, interrupts, "but the signal is only recorded");
   lg_frame_begin_cleanup(&f);
   CHECK_INT(1, read_with_signal_from_child(SIGTERM), "a cleanup's read is not cut short");
   nseen = 0;
   lg_frame_close(&f, 1);
-  CHECK_INT(2, nseen, "both signals re-delivered after");
+  CHECK_INT(3, nseen, "all three signals re-delivered after");
 }
 
 static void test_forked_child(void) {
