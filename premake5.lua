@@ -54,13 +54,16 @@ local WARNINGS = "-std=c99 -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes "
               .. "-Wstrict-prototypes -Wdeclaration-after-statement -fPIC"
 
 workspace "luaguard"
-  configurations { "release", "debug", "sanitize" }
+  configurations { "release", "debug", "sanitize", "fuzz" }
   location (BUILD)
   language "C"
   includedirs { "src/include", "src/core", "src/lua", LUA_INCLUDE }
   defines { "_POSIX_C_SOURCE=200809L", "LUA_USE_LINUX" }
   buildoptions { WARNINGS }
   objdir (BUILD .. "/obj")
+  -- debug info in every configuration (premake4 strips with -s without it),
+  -- so valgrind, gdb and perf name functions in release builds too
+  if symbols then symbols "On" else flags { "Symbols" } end
 
   filter "configurations:release"
     buildoptions { "-O2", "-g" }
@@ -70,6 +73,12 @@ workspace "luaguard"
   filter "configurations:sanitize"
     buildoptions { "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
                    "-fno-sanitize-recover=all" }
+    linkoptions { "-fsanitize=address,undefined" }
+  -- clang only (scripts/build --fuzz runs make with CC=clang): libFuzzer's
+  -- coverage everywhere, its main() in the fuzz targets below.
+  filter "configurations:fuzz"
+    buildoptions { "-O1", "-g", "-fsanitize=fuzzer-no-link,address,undefined",
+                   "-fno-omit-frame-pointer", "-fno-sanitize-recover=all" }
     linkoptions { "-fsanitize=address,undefined" }
   filter {}
 
@@ -149,3 +158,33 @@ project "bench_handoff"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
   files { "tests/bench/handoff.c", "src/core/lg_lock.c", "src/core/lg_signal.c" }
+
+-- Soaks (tests/soak/): drivers that run real processes many times; scripts/test
+-- runs short versions, scripts/test --soak the long ones.
+project "soak_signals"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/soak/soak_signals.c" }
+
+project "soak_contention"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/soak/soak_contention.c" }
+
+-- Fuzz targets (tests/fuzz/). In the fuzz configuration they are libFuzzer
+-- programs; in every other one, fuzz_replay.c gives them a main() that replays
+-- the corpus in tests/fuzz/corpus/, so the corpus is a regression test.
+local function fuzz_target(name, sources, libs)
+  project (name)
+    kind "ConsoleApp"
+    targetdir (BUILD .. "/bin")
+    includedirs { "tests/fuzz" }
+    files (all({ "tests/fuzz/" .. name .. ".c", "tests/fuzz/fuzz_replay.c" }, sources))
+    if libs then links (libs) end
+    filter "configurations:fuzz"
+      defines { "LG_LIBFUZZER" }
+      linkoptions { "-fsanitize=fuzzer" }
+    filter {}
+end
+fuzz_target("fuzz_lock_path", { "src/core/lg_lock.c", "src/core/lg_signal.c" })
+fuzz_target("fuzz_lua_api", {}, { "luaguard_static", "lua5.4", "m", "dl" })

@@ -50,9 +50,7 @@ describe("examples/renew.lua", function()
       H.sleep(0.01)
     end
     H.sleep(0.1)
-    -- the host itself, not the shell that waits for it
-    local pid = io.popen("pgrep -f " .. H.quote("^" .. H.host .. " " .. script .. " " .. d .. "$")):read("n")
-    H.kill(pid, "TERM")
+    H.kill(job:pid(), "TERM")
     local status = job:wait(10)
     writer:close()
     assert.are.equal(128 + 15, status, job:stderr())

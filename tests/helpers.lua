@@ -81,9 +81,18 @@ local function env_prefix(env)
   return "env " .. table.concat(parts, " ") .. " "
 end
 
+-- Under scripts/test --valgrind: every run of the host goes through memcheck,
+-- each process logging to its own file that scripts/test reads at the end.
+H.valgrind_logs = os.getenv("LUAGUARD_VALGRIND_LOGS")
+
 local function command_line(argv)
   if H.asan_preload and argv[1] == H.lua then
     argv = { "env", "LD_PRELOAD=" .. H.asan_preload, table.unpack(argv) }
+  end
+  if H.valgrind_logs and argv[1] == H.host then
+    argv = { "valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite",
+             "--errors-for-leak-kinds=definite", "--track-fds=no",
+             "--log-file=" .. H.valgrind_logs .. "/vg.%p.log", table.unpack(argv) }
   end
   local q = {}
   for i, a in ipairs(argv) do q[i] = H.quote(a) end
@@ -122,16 +131,21 @@ end
 
 -- Start argv in the background with default SIGINT/SIGQUIT (a background job
 -- of a non-interactive shell starts with them ignored). Returns a job whose
--- status file is written when it ends: job:wait() -> status (128+N).
+-- status file is written when it ends: job:wait() -> status (128+N), and
+-- job:pid() the command's own pid (not the shell's).
 function H.spawn(argv, opts)
   opts = opts or {}
   local d = H.tmpdir()
-  local job = { dir = d, status_file = d .. "/status", out = d .. "/out", err = d .. "/err" }
-  local inner = ("%senv --default-signal=INT,QUIT %s <%s >%s 2>%s; echo $? >%s"):format(
+  local job = { dir = d, status_file = d .. "/status", out = d .. "/out", err = d .. "/err",
+                pid_file = d .. "/pid" }
+  local inner = ("%senv --default-signal=INT,QUIT %s <%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s"):format(
     env_prefix(opts.env), command_line(argv), H.quote(opts.stdin or "/dev/null"),
-    H.quote(job.out), H.quote(job.err), H.quote(job.status_file .. ".tmp"))
+    H.quote(job.out), H.quote(job.err), H.quote(job.pid_file), H.quote(job.status_file .. ".tmp"))
   inner = inner .. "; mv " .. H.quote(job.status_file .. ".tmp") .. " " .. H.quote(job.status_file)
   os.execute("(" .. inner .. ") >/dev/null 2>&1 &")
+  function job:pid()
+    return tonumber(H.wait_for(self.pid_file):match("%d+"))
+  end
   function job:wait(timeout)
     local deadline = os.time() + (timeout or 20)
     while not H.exists(self.status_file) do

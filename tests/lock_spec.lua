@@ -262,6 +262,21 @@ describe("lock", function()
     assert.are.equal("false\tLockError\ttrue\ttrue\nfalse\ntrue\n", job:stdout())
   end)
 
+  it("refuses at once, not after the timeout, a lock this Lua state already holds", function()
+    -- waiting could never end: nothing else in the state runs while it waits
+    local r = lua([[
+      local a <close> = lock.dir(arg[1])
+      local t0 = os.time()
+      local ok, e = pcall(lock.dir, arg[1], { timeout = math.huge })
+      print(ok, e.kind, e.pid == PID, os.time() - t0 <= 1, a:is_locked())
+      print(tostring(e))
+    ]], { H.tmpdir() })
+    assert.are.equal(0, r.status, r.stderr)
+    local first, second = r.stdout:match("^([^\n]*)\n([^\n]*)\n$")
+    assert.are.equal("false\tLockError\ttrue\ttrue\ttrue", first)
+    assert.matches("another instance is running %(another LockFile of this Lua state holds it", second)
+  end)
+
   it("opens another user's lock file in a sticky directory (fs.protected_regular)", function()
     -- O_CREAT on a file we do not own in a sticky world-writable directory is
     -- refused (EACCES) under protected_regular; the lock retries without it.

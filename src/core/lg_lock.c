@@ -162,11 +162,13 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
                     lg_lock_failure *failure) {
   struct stat st, at_path;
   struct flock fl;
+  lg_lock *holder;
   int fd;
   if (held_locks != NULL &&
       fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-      find_held(st.st_dev, st.st_ino) != NULL) {
+      (holder = find_held(st.st_dev, st.st_ino)) != NULL) {
     failure->holder = lg_signal_pid();
+    failure->same_context = lk->context != NULL && holder->context == lk->context;
     return TRY_BUSY;
   }
   fd = openat(dirfd, base, LOCK_OPEN_FLAGS | O_CREAT, 0600);
@@ -198,9 +200,10 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
     errno = EINVAL;
     return TRY_ERROR;
   }
-  if (find_held(st.st_dev, st.st_ino) != NULL) {  /* raced into our own file */
+  if ((holder = find_held(st.st_dev, st.st_ino)) != NULL) {  /* raced into our own file */
     park_fd(st.st_dev, st.st_ino, fd);
     failure->holder = lg_signal_pid();
+    failure->same_context = lk->context != NULL && holder->context == lk->context;
     return TRY_BUSY;
   }
   memset(&fl, 0, sizeof fl);
@@ -253,10 +256,12 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
     pthread_mutex_unlock(&table_mutex);
     if (outcome == TRY_LOCKED) {
       lk->dirfd = dirfd;
+      lk->path = path;
       return 0;
     }
     if (outcome == TRY_ERROR) break;
     if (outcome == TRY_AGAIN) continue;
+    if (failure->same_context) { errno = EDEADLK; break; }  /* it would wait on itself */
     failure->waited = now_seconds() - start;
     remaining = timeout - failure->waited;
     if (remaining <= 0) { errno = EWOULDBLOCK; break; }
@@ -317,6 +322,20 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   lk->dirfd = -1;
   if (rc != 0) errno = err;
   return rc;
+}
+
+int lg_lock_release_context(const void *context) {
+  int released = 0;
+  for (;;) {
+    lg_lock *lk;
+    pthread_mutex_lock(&table_mutex);
+    for (lk = held_locks; lk != NULL; lk = lk->next_held)
+      if (lk->context == context && lk->owner == lg_signal_pid()) break;
+    pthread_mutex_unlock(&table_mutex);
+    if (lk == NULL) return released;
+    lg_lock_release(lk, lk->path);   /* unlinks it from held_locks */
+    released++;
+  }
 }
 
 #endif /* !_WIN32 */

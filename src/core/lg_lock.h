@@ -14,6 +14,9 @@ typedef struct lg_lock {
   dev_t dev;                  /* identity of the locked file */
   ino_t ino;
   struct lg_lock *next_held;  /* in-process table of held locks (POSIX) */
+  const char *path;           /* as given to acquire; must outlive the hold */
+  const void *context;        /* who waits for it: one single-threaded caller
+                              ** (a Lua state); NULL when unknown */
   void *os_handle;            /* the Windows HANDLE */
 } lg_lock;
 
@@ -22,6 +25,7 @@ typedef struct lg_lock_failure {
   pid_t holder;               /* pid holding the lock, 0 when it cannot be known */
   double waited;              /* seconds spent waiting */
   int not_regular;            /* errno EINVAL because the path is not a regular file */
+  int same_context;           /* errno EDEADLK: held by a lock of the same context */
 } lg_lock_failure;
 
 /* Polled while waiting: nonzero stops the wait (errno EINTR). */
@@ -34,6 +38,8 @@ void lg_lock_init(lg_lock *lk);
 ** forever). 0 when held. -1 with errno:
 **   EWOULDBLOCK  held elsewhere (failure->holder, failure->waited)
 **   EINTR        the wait was stopped by 'interrupted'
+**   EDEADLK      held by another lock with the same non-NULL context: that
+**                caller cannot release it while it waits, so no wait at all
 **   other        the system's reason (ENOENT, ENOTDIR, EACCES, ELOOP for a
 **                symlink at path, EINVAL with failure->not_regular ...)
 ** Nothing is left behind on failure: no descriptor, no file created.
@@ -52,5 +58,11 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
 int lg_lock_release(lg_lock *lk, const char *path);
 
 int lg_lock_is_held(const lg_lock *lk);
+
+#ifndef _WIN32
+/* Release every lock this process holds whose context is 'context' (a Lua
+** state being closed). Returns how many were released. */
+int lg_lock_release_context(const void *context);
+#endif
 
 #endif

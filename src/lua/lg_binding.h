@@ -28,6 +28,13 @@ int lg_raise_os_error(lua_State *L, int err, const char *path, const char *reaso
 void lg_open_lockfile(lua_State *L);
 void lg_open_handler(lua_State *L);
 
+/* The Lua state L belongs to (its main thread), as an identity. */
+const void *lg_state_of(lua_State *L);
+/* At lua_close, after every other finalizer: close what was made too late to
+** be finalized (lg_module.c's sentinel calls these). */
+void lg_sweep_handlers(const void *state);
+void lg_sweep_locks(const void *state);
+
 /* Module functions. */
 int lg_lock_dir(lua_State *L);
 int lg_lockfile_new(lua_State *L);

@@ -41,6 +41,7 @@ enum { HANDLER_CLOSED, HANDLER_ARMED, HANDLER_CLOSING };
 typedef struct Guard {
   lg_frame frame;                  /* first member: the core links it */
   lua_State *thread;               /* armed there; kept alive by the handler */
+  const void *state;               /* its Lua state (the main thread) */
   volatile sig_atomic_t in_flight; /* its SignalExit is on its way */
   volatile sig_atomic_t closing;
   volatile sig_atomic_t reraise;   /* a protected call swallowed it */
@@ -236,6 +237,7 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
 static int guard_arm(Guard *g, lua_State *L) {
   memset(g, 0, sizeof *g);
   g->thread = L;
+  g->state = lg_state_of(L);
   g->signal_exit_ref = LUA_NOREF;
   save_user_hook(g, L);
   return lg_frame_arm(&g->frame, guard_interrupt, g);
@@ -332,6 +334,32 @@ static int new_handler(lua_State *L, int kind) {
   h->state = HANDLER_ARMED;
   lua_pushvalue(L, h_idx);
   return 1;
+}
+
+/*
+** lua_close finalizes every object, but one made *during* that (a cleanup run
+** by a finalizer arming a handler) is freed with no __gc: its frame would stay
+** linked to freed memory. The module's sentinel is finalized last and calls
+** this: such guards are unlinked (dispositions restored, signals re-delivered);
+** an ExitHandler's cleanups can no longer run, which is logged.
+*/
+void lg_sweep_handlers(const void *state) {
+  lg_frame *f = lg_frame_top();
+  while (f != NULL) {
+    Guard *g = as_guard(f);
+    if (g != NULL && g != &outer_guard && g->state == state) {
+      Handler *h = (Handler *)g;
+      if (h->kind == EXIT_HANDLER && h->ncleanups > 0)
+        lg_log("an ExitHandler armed while its Lua state was closing is closed "
+               "without running its %d cleanup(s)", h->ncleanups);
+      h->ncleanups = 0;
+      h->state = HANDLER_CLOSED;
+      g->closing = 1;
+      lg_frame_close(&g->frame, 0);
+      f = lg_frame_top();     /* the list changed: start over */
+    }
+    else f = lg_frame_outer(f);
+  }
 }
 
 int lg_error_handler_new(lua_State *L) { return new_handler(L, ERROR_HANDLER); }

@@ -71,15 +71,22 @@ static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout
   unsigned long since = lg_signal_arrivals();
   const char *path = lockfile_path(L, idx);   /* stack: path */
   int err;
+  /* One Lua state runs one thing at a time: a LockFile of the same state
+  ** holding this file cannot be released while we wait for it. */
+  lf->lock.context = lg_state_of(L);
   if (lg_lock_acquire(&lf->lock, path, timeout, wait_interrupted, &since, &why) == 0) {
     lua_pop(L, 1);
     return;
   }
   err = errno;
-  if (err == EWOULDBLOCK) {
+  if (err == EWOULDBLOCK || err == EDEADLK) {
     char waited[32];
     snprintf(waited, sizeof waited, "%.2f", why.waited);
-    if (why.holder > 0)
+    if (err == EDEADLK)
+      lua_pushfstring(L, "could not lock %s: another instance is running "
+                      "(another LockFile of this Lua state holds it: waiting would never end)",
+                      path);
+    else if (why.holder > 0)
       lua_pushfstring(L, "could not lock %s: another instance is running "
                       "(held by process %d; waited %s s)", path, (int)why.holder, waited);
     else
@@ -135,6 +142,8 @@ int lg_lock_dir(lua_State *L) {
   double timeout = check_timeout(L, 2, 0);
   LockFile *lf;
   len = strlen(dir);
+  if (len == 0)   /* not "/": an empty name names no directory (open("") is ENOENT) */
+    lg_raise_os_error(L, ENOENT, dir, "empty directory name");
   lua_pushfstring(L, "%s%s" LOCK_BASENAME, dir,
                   (len > 0 && dir[len - 1] == '/') ? "" : "/");
   lf = new_lockfile(L, lua_tostring(L, -1), timeout);
@@ -199,4 +208,10 @@ void lg_open_lockfile(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+}
+
+/* See lg_sweep_handlers: a LockFile taken while its state was closing. */
+void lg_sweep_locks(const void *state) {
+  int n = lg_lock_release_context(state);
+  if (n > 0) lg_log("released %d lock(s) taken while the Lua state was closing", n);
 }

@@ -61,7 +61,7 @@ void lg_push_error(lua_State *L, const char *kind, const char *message) {
 }
 
 int lg_raise_os_error(lua_State *L, int err, const char *path, const char *reason) {
-  const char *msg = lua_pushfstring(L, "%s: %s", path,
+  const char *msg = lua_pushfstring(L, "%s: %s", *path != '\0' ? path : "(empty path)",
                                     reason != NULL ? reason : strerror(err));
   lg_push_error(L, "OSError", msg);
   lua_pushinteger(L, err);
@@ -71,6 +71,41 @@ int lg_raise_os_error(lua_State *L, int err, const char *path, const char *reaso
   return lua_error(L);
 }
 
+
+const void *lg_state_of(lua_State *L) {
+  const void *state;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  state = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return state;
+}
+
+/*
+** The sentinel is made when the core is first opened in a state, before any
+** handler or lock, so lua_close finalizes it last (newest first): whatever a
+** finalizer created during the close, and Lua will free without __gc, is
+** still in our lists then and closed here.
+*/
+static int sweep_at_close(lua_State *L) {
+  const void *state = lg_state_of(L);
+  lg_sweep_handlers(state);
+  lg_sweep_locks(state);
+  return 0;
+}
+
+#define SENTINEL_KEY "luaguard.sentinel"
+
+static void make_sentinel(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, SENTINEL_KEY) == LUA_TNIL) {
+    lua_newuserdatauv(L, 0, 0);              /* stack: nil, sentinel */
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, sweep_at_close);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, SENTINEL_KEY);
+  }
+  lua_pop(L, 1);
+}
 
 static const luaL_Reg core_functions[] = {
   {"lock_dir", lg_lock_dir},
@@ -86,6 +121,7 @@ LUAGUARD_API int luaopen_luaguard_core(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+  make_sentinel(L);
   lg_open_lockfile(L);
   lg_open_handler(L);
   luaL_newlib(L, core_functions);

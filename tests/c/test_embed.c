@@ -3,6 +3,7 @@
 ** the public header, with no file on disk and no search path: the Lua layer
 ** is compiled into the library.
 */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,57 @@
 static const char *run(lua_State *L, const char *code) {
   if (luaL_dostring(L, code) != LUA_OK) return lua_tostring(L, -1);
   return lua_isstring(L, -1) ? lua_tostring(L, -1) : "(no result)";
+}
+
+static volatile sig_atomic_t terms;
+static void count_term(int sig) { (void)sig; terms++; }
+
+static lua_State *new_state(void) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  luaL_requiref(L, "luaguard", luaopen_luaguard, 1);
+  lua_pop(L, 1);
+  return L;
+}
+
+/*
+** lua_close finalizes every object, but what a finalizer makes during the
+** close is freed without __gc. A global ExitHandler's cleanup, run by that
+** close, arms a handler and takes a lock: both must be closed all the same
+** (the fuzzer found the handler's frame left linked to freed memory, which
+** hung or crashed the next state's first signal).
+*/
+static void test_made_while_closing(const char *dir) {
+  char code[1024], lock_path[600];
+  struct sigaction now;
+  lua_State *L = new_state();
+  snprintf(code, sizeof code,
+    "KEEP = luaguard.ExitHandler(function()\n"
+    "  LATE = luaguard.ExitHandler(print, 'never runs')\n"
+    "  LATE_LOCK = luaguard.lock.dir('%s')\n"
+    "end)\n"
+    "return 'armed'", dir);
+  CHECK(strcmp(run(L, code), "armed") == 0, "a global ExitHandler armed");
+  lua_close(L);
+  sigaction(SIGTERM, NULL, &now);
+  CHECK(now.sa_handler == SIG_DFL, "after lua_close SIGTERM is back to its default");
+  snprintf(lock_path, sizeof lock_path, "%s/.certbot.lock", dir);
+  CHECK(access(lock_path, F_OK) != 0, "the lock taken during the close is released");
+  L = new_state();
+  signal(SIGTERM, count_term);  /* re-delivered to it after the cleanup */
+  CHECK(strcmp(run(L,
+    "local got\n"
+    "local ok, e = pcall(function()\n"
+    "  local h <close> = luaguard.ErrorHandler(function() got = 'cleanup' end)\n"
+    "  local me = io.open('/proc/self/stat'):read('n')\n"
+    "  io.popen('kill -TERM ' .. me):close()\n"
+    "  while true do end\n"
+    "end)\n"
+    "return tostring(got) .. ' ' .. tostring(e)"), "cleanup SignalExit: SIGTERM") == 0,
+    "a second state still stops on a signal and runs its cleanup");
+  CHECK_INT(1, terms, "then the SIGTERM goes on to the handler that was there before");
+  lua_close(L);
+  signal(SIGTERM, SIG_DFL);
 }
 
 int main(void) {
@@ -49,6 +101,7 @@ int main(void) {
     "h:close()\n"
     "return table.concat(out, ',')"), "b,a") == 0, "handlers through the embedded module");
   lua_close(L);
+  test_made_while_closing(dir);
   rmdir(dir);
   return tap_done();
 }

@@ -97,6 +97,26 @@ static void test_in_process(void) {
   lg_lock_release(&b, path);
 }
 
+/* A caller that holds the lock itself must not wait for it (EDEADLK). */
+static void test_same_context(void) {
+  static const char context = 0, other = 0;
+  lg_lock a, b;
+  lg_lock_failure why;
+  lg_lock_init(&a);
+  lg_lock_init(&b);
+  a.context = &context;
+  b.context = &context;
+  lg_lock_acquire(&a, path, 0, NULL, NULL, NULL);
+  errno = 0;
+  CHECK_INT(-1, lg_lock_acquire(&b, path, 30, NULL, NULL, &why), "same context: refused");
+  CHECK_INT(EDEADLK, errno, "at once, as a deadlock");
+  CHECK(why.same_context && why.waited < 1, "without waiting");
+  b.context = &other;
+  CHECK_INT(-1, lg_lock_acquire(&b, path, 0.02, NULL, NULL, &why), "another context waits");
+  CHECK_INT(EWOULDBLOCK, errno, "then gives up as held elsewhere");
+  lg_lock_release(&a, path);
+}
+
 static void test_fork(void) {
   lg_lock a;
   int status;
@@ -191,6 +211,7 @@ int main(void) {
   snprintf(path, sizeof path, "%s/.certbot.lock", dir);
   test_basic();
   test_in_process();
+  test_same_context();
   test_fork();
   test_other_process();
   test_bad_paths();
