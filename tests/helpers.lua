@@ -89,10 +89,20 @@ local function command_line(argv)
   if H.asan_preload and argv[1] == H.lua then
     argv = { "env", "LD_PRELOAD=" .. H.asan_preload, table.unpack(argv) }
   end
-  if H.valgrind_logs and argv[1] == H.host then
-    argv = { "valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite",
-             "--errors-for-leak-kinds=definite", "--track-fds=no",
-             "--log-file=" .. H.valgrind_logs .. "/vg.%p.log", table.unpack(argv) }
+  if H.valgrind_logs then
+    for i, a in ipairs(argv) do
+      if a == H.host then
+        local wrapped = { table.unpack(argv, 1, i - 1) }
+        for _, v in ipairs({ "valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite",
+                             "--errors-for-leak-kinds=definite",
+                             "--log-file=" .. H.valgrind_logs .. "/vg.%p.log" }) do
+          wrapped[#wrapped + 1] = v
+        end
+        for k = i, #argv do wrapped[#wrapped + 1] = argv[k] end
+        argv = wrapped
+        break
+      end
+    end
   end
   local q = {}
   for i, a in ipairs(argv) do q[i] = H.quote(a) end
@@ -115,12 +125,16 @@ function H.run(argv, opts)
            ok = ok }
 end
 
--- Run a Lua script text through the host (or opts.interpreter).
+-- Run a Lua script text through the host (or opts.interpreter), after
+-- opts.prefix (a command list such as setpriv's) when given.
 function H.run_script(text, args, opts)
   opts = opts or {}
   local d = H.tmpdir()
   local path = H.write(d .. "/script.lua", text)
-  local argv = { opts.interpreter or H.host, path }
+  local argv = {}
+  for _, a in ipairs(opts.prefix or {}) do argv[#argv + 1] = a end  -- e.g. setpriv ...
+  argv[#argv + 1] = opts.interpreter or H.host
+  argv[#argv + 1] = path
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   if opts.interpreter == H.lua then
     opts.env = opts.env or {}

@@ -150,7 +150,46 @@ static pid_t holder_of(int fd) {
   return fl.l_pid;
 }
 
-enum { TRY_LOCKED, TRY_BUSY, TRY_AGAIN, TRY_ERROR };
+/* Release this process's held locks of 'context' (all of them when
+** all_contexts); how many. */
+static int release_matching(const void *context, int all_contexts) {
+  int released = 0;
+  for (;;) {
+    lg_lock *lk;
+    pthread_mutex_lock(&table_mutex);
+    for (lk = held_locks; lk != NULL; lk = lk->next_held)
+      if ((all_contexts || lk->context == context) && lk->owner == lg_signal_pid()) break;
+    pthread_mutex_unlock(&table_mutex);
+    if (lk == NULL) return released;
+    lg_lock_release(lk, lk->path);   /* unlinks it from held_locks */
+    released++;
+  }
+}
+
+
+/*
+** A lock left held when the process calls exit() (os.exit(n) does not close
+** the Lua state) is released too, files removed, as certbot's atexit hook
+** does for its locks. Death by a signal skips this; the kernel still frees
+** the lock, and only the file stays.
+*/
+static void release_at_exit(void) {
+  int err = errno;
+  release_matching(NULL, 1);
+  errno = err;
+}
+
+static void register_exit_release(void) {
+  static int registered;   /* under table_mutex */
+  if (!registered) registered = atexit(release_at_exit) == 0;
+}
+
+enum { TRY_LOCKED, TRY_BUSY, TRY_AGAIN, TRY_VANISHED, TRY_ERROR };
+
+/* How many times in a row O_CREAT may be refused (EACCES) for a file that is
+** then not there: once or twice is another user's file released in between;
+** more is a directory we may not create in, which no retry will change. */
+#define MAX_VANISHED 3
 
 /*
 ** One attempt (certbot's acquire loop body), under table_mutex.
@@ -177,7 +216,7 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
     ** user's existing file refuses O_CREAT but may still be opened. */
     fd = openat(dirfd, base, LOCK_OPEN_FLAGS);
     if (fd < 0) {
-      if (errno == ENOENT) return TRY_AGAIN;  /* vanished: start over */
+      if (errno == ENOENT) return TRY_VANISHED;  /* gone since: start over */
       errno = EACCES;
     }
   }
@@ -231,6 +270,7 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
   lk->owner = lg_signal_pid();
   lk->next_held = held_locks;
   held_locks = lk;
+  register_exit_release();
   return TRY_LOCKED;
 }
 
@@ -241,7 +281,7 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
   const char *base;
   double start, remaining;
   long sleep_ns = WAIT_FIRST_NS;
-  int dirfd, outcome;
+  int dirfd, outcome, vanished = 0;
   if (failure == NULL) failure = &unused;
   memset(failure, 0, sizeof *failure);
   if (lg_lock_is_held(lk)) return 0;
@@ -261,6 +301,11 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
     }
     if (outcome == TRY_ERROR) break;
     if (outcome == TRY_AGAIN) continue;
+    if (outcome == TRY_VANISHED) {
+      if (++vanished < MAX_VANISHED) continue;
+      errno = EACCES;
+      break;
+    }
     if (failure->same_context) { errno = EDEADLK; break; }  /* it would wait on itself */
     failure->waited = now_seconds() - start;
     remaining = timeout - failure->waited;
@@ -324,18 +369,9 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   return rc;
 }
 
+
 int lg_lock_release_context(const void *context) {
-  int released = 0;
-  for (;;) {
-    lg_lock *lk;
-    pthread_mutex_lock(&table_mutex);
-    for (lk = held_locks; lk != NULL; lk = lk->next_held)
-      if (lk->context == context && lk->owner == lg_signal_pid()) break;
-    pthread_mutex_unlock(&table_mutex);
-    if (lk == NULL) return released;
-    lg_lock_release(lk, lk->path);   /* unlinks it from held_locks */
-    released++;
-  }
+  return release_matching(context, 0);
 }
 
 #endif /* !_WIN32 */

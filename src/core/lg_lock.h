@@ -50,6 +50,10 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
                     lg_lock_failure *failure);
 
 /*
+** Locks still held when the process calls exit() are released by an atexit
+** handler (registered at the first acquire), so their path strings and
+** lg_lock structs must stay valid until then or be released first.
+**
 ** Release: remove the file (if the path still names it), then unlock and
 ** close. In a process other than the one that took it (fork without exec) it
 ** only closes. Does nothing when not held. 0, or -1 with errno when the file

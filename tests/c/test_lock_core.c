@@ -139,6 +139,11 @@ static void test_fork(void) {
   if (child == 0) _exit(0);     /* a child that just exits */
   waitpid(child, &status, 0);
   CHECK_INT(getpid(), probe_holder(path), "a child's exit leaves the parent's lock held");
+  child = fork();
+  if (child == 0) exit(0);      /* exit() runs the atexit release: not ours to do */
+  waitpid(child, &status, 0);
+  CHECK(exists(path), "a child's exit() leaves the parent's file");
+  CHECK_INT(getpid(), probe_holder(path), "and its lock");
   lg_lock_release(&a, path);
   CHECK(!exists(path), "the parent's release removes it");
 }
@@ -204,6 +209,47 @@ static void test_bad_paths(void) {
   unlink(fifo);
 }
 
+/*
+** A directory we may not create in: EACCES at once. (The protected_regular
+** retry once looped here forever: O_CREAT refused, then no file to open.)
+** As root, a child drops to nobody; otherwise the directory loses its w bit.
+*/
+static void test_no_permission(void) {
+  int status;
+  pid_t child;
+  chmod(dir, 0755);
+  if (getuid() != 0) chmod(dir, 0555);
+  child = fork();
+  if (child == 0) {
+    lg_lock a;
+    if (getuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(10);
+    lg_lock_init(&a);
+    alarm(5);   /* a loop ends in SIGALRM, not in a hung suite */
+    if (lg_lock_acquire(&a, path, 0, NULL, NULL, NULL) != -1) _exit(11);
+    _exit(errno == EACCES ? 0 : 12);
+  }
+  waitpid(child, &status, 0);
+  chmod(dir, 0700);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "no permission to create the lock file: EACCES at once");
+  CHECK(!exists(path), "and nothing created");
+}
+
+/* A lock still held at exit() is released, its file removed. */
+static void test_exit_release(void) {
+  int status;
+  pid_t child = fork();
+  if (child == 0) {
+    static lg_lock held;         /* static: still valid when atexit runs */
+    lg_lock_init(&held);
+    if (lg_lock_acquire(&held, path, 0, NULL, NULL, NULL) != 0) _exit(10);
+    exit(0);
+  }
+  waitpid(child, &status, 0);
+  CHECK_INT(0, WEXITSTATUS(status), "a child took the lock and called exit()");
+  CHECK(!exists(path), "its exit released the lock and removed the file");
+}
+
 int main(void) {
   char tmpl[] = "/tmp/lg_lock_test.XXXXXX";
   if (mkdtemp(tmpl) == NULL) return 2;
@@ -215,6 +261,8 @@ int main(void) {
   test_fork();
   test_other_process();
   test_bad_paths();
+  test_exit_release();
+  test_no_permission();
   rmdir(dir);
   return tap_done();
 }
