@@ -16,6 +16,29 @@ end
 
 local BUILD = "build"
 
+-- scripts/build --windows: the Windows lock core and its test, cross-built
+-- with mingw-w64 (make CC=x86_64-w64-mingw32-gcc) into build/windows. Lua and
+-- the host are not built for Windows; only the lock core is.
+newoption { trigger = "windows", description = "the Windows lock core and its test (mingw-w64)" }
+if _OPTIONS["windows"] then
+  if workspace == nil then workspace = solution end
+  workspace "luaguard_windows"
+    configurations { "release" }
+    location (BUILD .. "/windows")
+    language "C"
+    includedirs { "src/core", "tests/c" }
+    buildoptions { "-std=c99 -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes "
+                .. "-Wstrict-prototypes -Wdeclaration-after-statement -O2 -g" }
+    objdir (BUILD .. "/windows/obj")
+  project "test_lock_win32"
+    kind "ConsoleApp"
+    targetdir (BUILD .. "/windows/bin")
+    targetname "test_lock_win32.exe"
+    files { "tests/c/test_lock_win32.c", "src/core/lg_lock_win32.c" }
+    linkoptions { "-static" }
+  return
+end
+
 -- The Lua layer (lua/luaguard/init.lua) is compiled into the library as a byte
 -- array, so the host and any C program get the whole module with no file on
 -- disk. premake scripts are Lua, so the generator is a few lines right here.
