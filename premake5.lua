@@ -176,11 +176,26 @@ project "lock_probe"
   targetdir (BUILD .. "/bin")
   files { "tests/c/lock_probe.c" }
 
--- Benchmarks (tests/bench/): built here, run by hand or by scripts/bench.
+-- Benchmarks (tests/bench/): built here, run by scripts/bench.
 project "bench_handoff"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
   files { "tests/bench/handoff.c", "src/core/lg_lock.c", "src/core/lg_signal.c" }
+
+project "bench_alternate"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/bench/alternate.c" }
+
+project "bench_lock_floor"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/bench/lock_floor.c" }
+
+project "bench_signal_latency"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/bench/signal_latency.c" }
 
 -- Soaks (tests/soak/): drivers that run real processes many times; scripts/test
 -- runs short versions, scripts/test --soak the long ones.

@@ -112,7 +112,11 @@ static double now_seconds(void) {
 
 /*
 ** Split path into its directory (opened) and last component. A path ending
-** in '/' names a directory, never a lock file: EISDIR.
+** in '/' names a directory, never a lock file: EISDIR. A relative path gets
+** its directory opened, so a chdir() while the lock is held cannot make the
+** release remove a file elsewhere. An absolute path needs no directory
+** descriptor (AT_FDCWD with the whole path): two system calls fewer per lock
+** cycle, about 4% of it (scripts/bench, "lock cycle" against the floor).
 */
 static int open_parent(const char *path, const char **base) {
   const char *slash = strrchr(path, '/');
@@ -120,6 +124,11 @@ static int open_parent(const char *path, const char **base) {
   size_t len;
   int fd, err;
   if (*path == '\0') { errno = ENOENT; return -1; }
+  if (*path == '/') {
+    if (slash[1] == '\0') { errno = EISDIR; return -1; }
+    *base = path;
+    return AT_FDCWD;
+  }
   if (slash == NULL) {
     *base = path;
     return open(".", DIR_OPEN_FLAGS);
@@ -288,7 +297,7 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
   if (lk->fd >= 0) lg_lock_release(lk, path);  /* a forked child's copy: drop it */
   if (isnan(timeout) || timeout < 0) { errno = EINVAL; return -1; }
   dirfd = open_parent(path, &base);
-  if (dirfd < 0) return -1;
+  if (dirfd == -1) return -1;
   start = now_seconds();
   for (;;) {
     pthread_mutex_lock(&table_mutex);
@@ -322,7 +331,7 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
       if (sleep_ns > WAIT_MAX_NS) sleep_ns = WAIT_MAX_NS;
     }
   }
-  {
+  if (dirfd != AT_FDCWD) {
     int err = errno;
     close(dirfd);
     errno = err;
@@ -341,7 +350,7 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   const char *base = strrchr(path, '/');
   int rc = 0, err = 0;
   if (lk->fd < 0) return 0;
-  base = base == NULL ? path : base + 1;
+  base = lk->dirfd == AT_FDCWD || base == NULL ? path : base + 1;
   pthread_mutex_lock(&table_mutex);
   if (lk->owner == lg_signal_pid()) {
     if (fstatat(lk->dirfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -359,7 +368,7 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   }
   /* else: a forked child; the lock is its parent's, only the copy goes */
   close(lk->fd);            /* drops this process's lock on the file */
-  close(lk->dirfd);
+  if (lk->dirfd != AT_FDCWD) close(lk->dirfd);
   forget_held(lk);
   if (lk->owner == lg_signal_pid()) close_parked(lk->dev, lk->ino);
   pthread_mutex_unlock(&table_mutex);
