@@ -95,10 +95,11 @@ describe("lock", function()
     local fd, opened, locked, unlinked, closed
     for i, line in ipairs(lines) do
       if not fd then
-        fd = line:match('^openat%(%d+, "%.certbot%.lock", [^)]*%)%s+=%s+(%d+)')
+        -- (AT_FDCWD and the whole path: an absolute path needs no directory fd)
+        fd = line:match('^openat%([%w_]+, "[^"]*/%.certbot%.lock", [^)]*%)%s+=%s+(%d+)')
         if fd then opened = i end
       elseif not locked and line:find("^fcntl%(" .. fd .. ", F_SETLK") then locked = i
-      elseif not unlinked and line:find('^unlinkat%(%d+, "%.certbot%.lock", 0%)%s+=%s+0') then unlinked = i
+      elseif not unlinked and line:find('^unlinkat%([%w_]+, "[^"]*/%.certbot%.lock", 0%)%s+=%s+0') then unlinked = i
       elseif not closed and line:find("^close%(" .. fd .. "%)") then closed = i end
     end
     assert.is_truthy(opened and locked and unlinked and closed,
@@ -260,6 +261,21 @@ describe("lock", function()
     assert.are.equal(0, job:wait(), job:stderr())
     assert.matches("^false\t", r.stdout)
     assert.are.equal("false\tLockError\ttrue\ttrue\nfalse\ntrue\n", job:stdout())
+  end)
+
+  it("releases a relative lock path where it was taken, after a chdir", function()
+    local d, elsewhere = H.tmpdir(), H.tmpdir()
+    H.write(elsewhere .. "/x.lock", "a stranger's file")
+    local r = lua([[
+      local lfs = require "lfs"
+      lfs.chdir(arg[1])
+      local l = lock.LockFile("x.lock")
+      lfs.chdir(arg[2])
+      l:release()
+    ]], { d, elsewhere })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.is_false(H.exists(d .. "/x.lock"))
+    assert.are.equal("a stranger's file", H.read(elsewhere .. "/x.lock"))
   end)
 
   it("refuses at once, not after the timeout, a lock this Lua state already holds", function()
