@@ -106,8 +106,8 @@ workspace "luaguard"
   filter {}
 
 local CORE = { "src/core/lg_signal.c", "src/core/lg_lock.c" }
-local BINDING = { "src/lua/lg_module.c", "src/lua/lg_lockfile.c", "src/lua/lg_handler.c",
-                  BUILD .. "/gen/lg_embedded.c" }
+local BINDING = { "src/lua/lg_module.c", "src/lua/lg_lockfile.c", "src/lua/lg_handler.c" }
+local EMBED = { "src/lua/lg_embed.c", BUILD .. "/gen/lg_embedded.c" }
 
 local function all(...)
   local t = {}
@@ -123,14 +123,14 @@ project "luaguard_static"
   kind "StaticLib"
   targetdir (BUILD .. "/lib/static")
   targetname "luaguard"
-  files (all(CORE, BINDING))
+  files (all(CORE, BINDING, EMBED))
 
 -- libluaguard.so: the C library (pkg-config luaguard).
 project "luaguard_shared"
   kind "SharedLib"
   targetdir (BUILD .. "/lib")
   targetname "luaguard"
-  files (all(CORE, BINDING))
+  files (all(CORE, BINDING, EMBED))
   links { "lua5.4" }
 
 -- luaguard/core.so: the C module stock lua5.4 loads under lua/luaguard/init.lua.
@@ -167,6 +167,14 @@ project "test_embed"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
   files { "tests/c/test_embed.c" }
+  links { "luaguard_static", "lua5.4", "m", "dl" }
+
+-- examples/embed_host.c: a C program embedding Lua and luaguard (also built
+-- by the one-line pkg-config command in its header comment).
+project "embed_host"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "examples/embed_host.c" }
   links { "luaguard_static", "lua5.4", "m", "dl" }
 
 -- A helper for process tests: holds and probes locks with plain fcntl, the way

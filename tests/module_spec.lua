@@ -64,31 +64,19 @@ describe("scripts/install", function()
     assert.matches("^luaguard %S+\t" .. prefix:gsub("%p", "%%%0") .. "/lib/lua/5%.4/luaguard/core%.so\n$", r.stdout)
   end)
 
-  it("builds a C program with one pkg-config line, static or shared", function()
+  it("builds examples/embed_host.c with one pkg-config line, static or shared", function()
     local d = H.tmpdir()
-    H.write(d .. "/main.c", [[
-#include <lauxlib.h>
-#include <lualib.h>
-#include <luaguard.h>
-int main(void) {
-  lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_requiref(L, "luaguard", luaopen_luaguard, 1);
-  lua_pop(L, 1);
-  if (luaL_dostring(L, "local h = luaguard.ExitHandler(print, 'embedded ok'); h:close()")) return 1;
-  lua_close(L);
-  return 0;
-}
-]])
+    local example = H.quote(H.root .. "/examples/embed_host.c")
     local env = { PKG_CONFIG_PATH = prefix .. "/lib/pkgconfig" }
-    local cc = ("cd %s && cc %s -o shared main.c $(pkg-config --cflags --libs luaguard) && "
-             .. "cc %s -o static main.c $(pkg-config --cflags luaguard) %s/lib/libluaguard.a $(pkg-config --libs lua5.4) -lm")
-             :format(H.quote(d), H.sanitize_cflags, H.sanitize_cflags, H.quote(prefix))
+    local cc = ("cd %s && cc %s -o shared %s $(pkg-config --cflags --libs luaguard) && "
+             .. "cc %s -o static %s $(pkg-config --cflags luaguard) %s/lib/libluaguard.a $(pkg-config --libs lua5.4) -lm")
+             :format(H.quote(d), H.sanitize_cflags, example, H.sanitize_cflags, example, H.quote(prefix))
     local r = H.run({ "sh", "-c", cc }, { env = env })
     assert.are.equal(0, r.status, r.stderr)
-    r = H.run({ d .. "/shared" }, { env = { LD_LIBRARY_PATH = prefix .. "/lib" } })
+    local script = H.write(d .. "/s.lua", "local h = luaguard.ExitHandler(print, 'embedded ok'); h:close()")
+    r = H.run({ d .. "/shared", script }, { env = { LD_LIBRARY_PATH = prefix .. "/lib" } })
     assert.are.equal("embedded ok\n", r.stdout, r.stderr)
-    r = H.run({ d .. "/static" })
+    r = H.run({ d .. "/static", script })
     assert.are.equal("embedded ok\n", r.stdout, r.stderr)
   end)
 

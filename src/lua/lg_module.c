@@ -1,6 +1,6 @@
 /*
-** lg_module.c — the openers: 'luaguard.core' (C) and 'luaguard' (the Lua
-** facade, compiled in), and the error objects both raise.
+** lg_module.c — the opener of 'luaguard.core' (the C module), and the error
+** objects it raises. ('luaguard', with the facade compiled in, is lg_embed.c.)
 **
 ** Errors are made in C rather than in the facade because they are raised from
 ** C: from a lock call, and from the interrupt hook, where calling back into
@@ -17,9 +17,6 @@
 
 #include "luaguard.h"
 #include "lg_binding.h"
-
-extern const unsigned char lg_embedded_init_lua[];
-extern const size_t lg_embedded_init_lua_size;
 
 int lg_debug_enabled(void) {
   static int cached = -1;
@@ -127,21 +124,5 @@ LUAGUARD_API int luaopen_luaguard_core(lua_State *L) {
   luaL_newlib(L, core_functions);
   lua_pushliteral(L, LUAGUARD_VERSION);
   lua_setfield(L, -2, "_VERSION");
-  return 1;
-}
-
-/*
-** The facade is lua/luaguard/init.lua, embedded at build time; its
-** 'require "luaguard.core"' finds the core put in package.loaded here, so a C
-** program needs no file and no search path.
-*/
-LUAGUARD_API int luaopen_luaguard(lua_State *L) {
-  luaL_requiref(L, "luaguard.core", luaopen_luaguard_core, 0);
-  lua_pop(L, 1);
-  if (luaL_loadbufferx(L, (const char *)lg_embedded_init_lua,
-                       lg_embedded_init_lua_size, "=[luaguard]", "t") != LUA_OK)
-    return lua_error(L);
-  lua_pushliteral(L, "luaguard");
-  lua_call(L, 1, 1);        /* stack: module */
   return 1;
 }

@@ -1,0 +1,129 @@
+---@meta luaguard
+-- LuaLS / EmmyLua annotations for luaguard: editors complete and type-check
+-- the API with them. Never loaded at run time (the module is init.lua over the
+-- C core). Point the language server at this directory (workspace.library),
+-- or at share/luaguard/types after scripts/install.
+
+if ... ~= nil then   -- required by mistake: it would only set globals
+  error("luaguard.meta holds editor annotations only: require \"luaguard\"", 2)
+end
+
+---@class luaguard.LockOptions
+---@field timeout? number Seconds to wait for a lock held elsewhere: 0 (default) fails at once, math.huge waits forever. Waiting is cut short by a handled signal.
+
+---A held or released lock file (certbot's lock). Release order: the file is
+---removed, then unlocked. `tostring` gives `LockFile(<path>) <acquired>` or
+---`LockFile(<path>) <released>`.
+---@class luaguard.LockFile
+---@operator close: nil
+local LockFile = {}
+
+---Take the lock again; does nothing when held.
+---@param opts? luaguard.LockOptions
+---@return nil
+---@throws luaguard.LockError|luaguard.OSError|luaguard.SignalExit
+function LockFile:acquire(opts) end
+
+---Remove the lock file, then unlock it; does nothing when released.
+---@return nil
+function LockFile:release() end
+
+---@return boolean
+function LockFile:is_locked() end
+
+---A cleanup guard, armed from creation until closed (`<close>`, `close`, `run`).
+---@class luaguard.Handler
+---@operator close: nil
+local Handler = {}
+
+---Add the cleanup `fn(...)`, arguments bound now. Cleanups run last registered
+---first, each at most once.
+---@param fn function|table A function, or a value with `__call`.
+---@param ... any
+---@return luaguard.Handler self
+function Handler:register(fn, ...) end
+
+---Close the handler. With `err` (not nil) every cleanup runs; without, an
+---ErrorHandler discards them and an ExitHandler runs them.
+---@param err? any
+function Handler:close(err) end
+
+---Call `body(...)`, then close the handler: returns the body's results, or
+---re-raises its error (unchanged) after the cleanups.
+---@generic R
+---@param body fun(...): R
+---@param ... any
+---@return R ...
+function Handler:run(body, ...) end
+
+---A new list of the signal numbers this handler received, in arrival order.
+---@return integer[]
+function Handler:received() end
+
+---@class luaguard.ErrorHandler: luaguard.Handler
+---@class luaguard.ExitHandler: luaguard.Handler
+
+---Errors are tables with a `kind`; `tostring` gives the message.
+---@class luaguard.Error
+---@field kind "LockError"|"OSError"|"SignalExit"
+---@field message string
+
+---The lock is held elsewhere (another process, or another LockFile).
+---@class luaguard.LockError: luaguard.Error
+---@field kind "LockError"
+---@field path string The lock file.
+---@field pid? integer The holder's process id, when it can be known.
+---@field waited number Seconds spent waiting.
+
+---Any other failure: missing directory, permission, a symlink or FIFO at the
+---lock path, a NUL byte, a path too long ...
+---@class luaguard.OSError: luaguard.Error
+---@field kind "OSError"
+---@field errno integer
+---@field path string
+
+---Raised in a guarded block by a handled signal (SIGTERM, SIGINT, SIGHUP,
+---SIGQUIT, SIGXCPU, SIGXFSZ); `tostring` gives e.g. `SignalExit: SIGTERM`.
+---@class luaguard.SignalExit: luaguard.Error
+---@field kind "SignalExit"
+---@field signal integer
+---@field name string
+
+---@class luaguard.lock
+local lock = {}
+
+---A held LockFile on `dir/.certbot.lock`: the file certbot itself locks.
+---@param dir string
+---@param opts? luaguard.LockOptions
+---@return luaguard.LockFile
+function lock.dir(dir, opts) end
+
+---A held LockFile on `path`.
+---@param path string
+---@param opts? luaguard.LockOptions
+---@return luaguard.LockFile
+function lock.LockFile(path, opts) end
+
+---@class luaguard
+---@field _VERSION string "luaguard X.Y.Z"
+---@field lock luaguard.lock
+local luaguard = {}
+
+---An armed handler whose cleanups run when it is closed by an error or signal.
+---@param fn? function|table The first cleanup.
+---@param ... any Its arguments.
+---@return luaguard.ErrorHandler
+function luaguard.ErrorHandler(fn, ...) end
+
+---An armed handler whose cleanups run on every close.
+---@param fn? function|table The first cleanup.
+---@param ... any Its arguments.
+---@return luaguard.ExitHandler
+function luaguard.ExitHandler(fn, ...) end
+
+-- The host (the luaguard program) also has these as globals.
+lock = luaguard.lock
+ErrorHandler = luaguard.ErrorHandler
+ExitHandler = luaguard.ExitHandler
+
+return luaguard
