@@ -342,8 +342,11 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
 /*
 ** Unlink, then unlock: the other order lets a third process lock the file
 ** just before it vanishes, while a fourth creates and locks a new one — two
-** holders (certbot documents this race). The unlink happens only if the path
-** still names our file; a stranger's file there is left alone (ESTALE).
+** holders (certbot documents this race). The unlink happens only if our file
+** is still linked: if someone removed it (by hand, despite the advice), a
+** file at the path now is a stranger's and is left alone (ESTALE). fstat on
+** the descriptor, not a stat of the path: ~4% of a lock cycle cheaper
+** (scripts/bench), at the price of not noticing a rename of our file.
 */
 int lg_lock_release(lg_lock *lk, const char *path) {
   struct stat st;
@@ -353,11 +356,11 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   base = lk->dirfd == AT_FDCWD || base == NULL ? path : base + 1;
   pthread_mutex_lock(&table_mutex);
   if (lk->owner == lg_signal_pid()) {
-    if (fstatat(lk->dirfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (fstat(lk->fd, &st) != 0) {
       rc = -1;
       err = errno;
     }
-    else if (st.st_dev != lk->dev || st.st_ino != lk->ino) {
+    else if (st.st_nlink == 0) {   /* someone removed ours: what is there is not */
       rc = -1;
       err = ESTALE;
     }

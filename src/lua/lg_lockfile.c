@@ -116,21 +116,23 @@ static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout
 
 /* Pushes a released LockFile on path (the closed state comes first, so a
 ** memory error before the lock is taken leaves nothing half-made). */
-static LockFile *new_lockfile(lua_State *L, const char *path, double timeout) {
+static LockFile *new_lockfile(lua_State *L, int path_idx, double timeout) {
   LockFile *lf = (LockFile *)lua_newuserdatauv(L, sizeof(LockFile), 1);
   lg_lock_init(&lf->lock);
   lf->timeout = timeout;
   luaL_setmetatable(L, LG_LOCKFILE_MT);
-  lua_pushstring(L, path);
+  lua_pushvalue(L, path_idx);     /* the same string: no copy */
   lua_setiuservalue(L, -2, 1);
   return lf;
 }
 
 /* lock.LockFile(path [, opts]) -> held LockFile */
 int lg_lockfile_new(lua_State *L) {
-  const char *path = check_path(L, 1);
-  double timeout = check_timeout(L, 2, 0);
-  LockFile *lf = new_lockfile(L, path, timeout);
+  double timeout;
+  LockFile *lf;
+  check_path(L, 1);
+  timeout = check_timeout(L, 2, 0);
+  lf = new_lockfile(L, 1, timeout);
   acquire_or_raise(L, lua_gettop(L), lf, timeout);
   return 1;
 }
@@ -146,7 +148,7 @@ int lg_lock_dir(lua_State *L) {
     lg_raise_os_error(L, ENOENT, dir, "empty directory name");
   lua_pushfstring(L, "%s%s" LOCK_BASENAME, dir,
                   (len > 0 && dir[len - 1] == '/') ? "" : "/");
-  lf = new_lockfile(L, lua_tostring(L, -1), timeout);
+  lf = new_lockfile(L, lua_gettop(L), timeout);
   acquire_or_raise(L, lua_gettop(L), lf, timeout);
   return 1;
 }
