@@ -80,7 +80,7 @@ workspace "luaguard"
   configurations { "release", "debug", "sanitize", "fuzz" }
   location (BUILD)
   language "C"
-  includedirs { "src/include", "src/core", "src/lua", LUA_INCLUDE }
+  includedirs { "src/include", "src/core", "src/lua", "tests/c", LUA_INCLUDE }
   defines { "_POSIX_C_SOURCE=200809L", "LUA_USE_LINUX" }
   buildoptions { WARNINGS }
   objdir (BUILD .. "/obj")

@@ -311,19 +311,6 @@ describe("cleanup guards", function()
     assert.are.equal("false\ttrue\n", r.stdout, r.stderr)
   end)
 
-  it("runs each cleanup at most once: second close, close from a cleanup", function()
-    local r = host([[
-      local n = 0
-      local h
-      h = ExitHandler(function() n = n + 1; h:close(); h:close("again") end)
-      h:close()
-      h:close("err")
-      print(n, tostring(h), select(2, pcall(h.register, h, print)))
-    ]])
-    assert.are.equal(0, r.status, r.stderr)
-    assert.matches("^1\tExitHandler %(0 cleanups, closed%)\t.*register on a closed ExitHandler", r.stdout)
-  end)
-
   it("raises a SignalExit: kind, signal, name, tostring", function()
     local r = host([[
       local h <close> = ErrorHandler(function() end)

@@ -21,9 +21,13 @@
 **     SignalExit goes on propagating to it) or, for the outermost, restores
 **     the dispositions and re-delivers.
 **
-** Known limit: a coroutine that armed no guard is stopped when it yields or
+** Known limits: a coroutine that armed no guard is stopped when it yields or
 ** returns to a thread that did (hooks are per thread, and hooking every
-** thread would cost the body a hook check per instruction).
+** thread would cost the body a hook check per instruction). A signal landing
+** in the instant between the body's last Lua instruction and a blocking
+** system call (io.read's read()) is acted on when that call returns: the
+** hook runs only between instructions (lua.c's laction and Python's handlers
+** share this window; under valgrind it is wide enough to see).
 */
 #include <errno.h>
 #include <string.h>

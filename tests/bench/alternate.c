@@ -20,16 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int compare(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "testutil.h"
 
 /* p in [0, 1] of n sorted values */
 static double percentile(const double *sorted, int n, double p) {
@@ -46,7 +37,7 @@ static double run(const char *command, int self_timed) {
   double start, figure = -1;
   pid_t pid;
   if (pipe(out) != 0) return -1;
-  start = now();
+  start = test_now();
   pid = fork();
   if (pid == 0) {
     dup2(out[1], 1);
@@ -63,7 +54,7 @@ static double run(const char *command, int self_timed) {
   }
   close(out[0]);
   if (waitpid(pid, &status, 0) != pid) return -1;
-  if (!self_timed) figure = now() - start;
+  if (!self_timed) figure = test_now() - start;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     fprintf(stderr, "bench_alternate: '%s' failed (status %d)\n", command, status);
     return -1;
@@ -101,9 +92,9 @@ int main(int argc, char **argv) {
     if (a[i] < 0 || b[i] <= 0) return 1;
     ratio[i] = a[i] / b[i];
   }
-  qsort(a, (size_t)rounds, sizeof *a, compare);
-  qsort(b, (size_t)rounds, sizeof *b, compare);
-  qsort(ratio, (size_t)rounds, sizeof *ratio, compare);
+  qsort(a, (size_t)rounds, sizeof *a, test_compare_doubles);
+  qsort(b, (size_t)rounds, sizeof *b, test_compare_doubles);
+  qsort(ratio, (size_t)rounds, sizeof *ratio, test_compare_doubles);
   printf("%s: A median %.3g s (p10 %.3g, p90 %.3g), B median %.3g s (p10 %.3g, p90 %.3g), "
          "A/B %.3f (p10 %.3f, p90 %.3f) over %d alternating rounds\n", argv[1],
          percentile(a, rounds, 0.5), percentile(a, rounds, 0.1), percentile(a, rounds, 0.9),

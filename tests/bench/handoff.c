@@ -13,18 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testutil.h"
 #include "lg_lock.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int compare(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 100, i;
@@ -49,7 +39,7 @@ int main(int argc, char **argv) {
       if (lg_lock_acquire(&holder, path, 0, NULL, NULL, NULL) != 0) _exit(1);
       if (write(ready[1], "r", 1) != 1) _exit(1);
       nanosleep(&hold, NULL);
-      t = now();
+      t = test_now();
       lg_lock_release(&holder, path);
       if (write(report[1], &t, sizeof t) != (ssize_t)sizeof t) _exit(1);
       _exit(0);
@@ -57,14 +47,14 @@ int main(int argc, char **argv) {
     if (read(ready[0], &c, 1) != 1) return 2;
     lg_lock_init(&waiter);
     if (lg_lock_acquire(&waiter, path, 10, NULL, NULL, NULL) != 0) return 3;
-    lat[i] = now();
+    lat[i] = test_now();
     if (read(report[0], &released, sizeof released) != (ssize_t)sizeof released) return 2;
     lat[i] -= released;
     lg_lock_release(&waiter, path);
     waitpid(child, NULL, 0);
     close(ready[0]); close(ready[1]); close(report[0]); close(report[1]);
   }
-  qsort(lat, (size_t)n, sizeof *lat, compare);
+  qsort(lat, (size_t)n, sizeof *lat, test_compare_doubles);
   printf("lock hand-off over %d runs: median %.3f ms, p90 %.3f ms, max %.3f ms\n",
          n, lat[n / 2] * 1e3, lat[(n * 9) / 10] * 1e3, lat[n - 1] * 1e3);
   printf("RESULT handoff %.6g %.6g %.6g\n", lat[n / 2], lat[n / 10], lat[(n * 9) / 10]);

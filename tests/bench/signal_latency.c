@@ -18,16 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int compare(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "testutil.h"
 
 /* read until the byte 'want' arrives; 0 on success */
 static int wait_byte(int fd, char want) {
@@ -60,10 +51,10 @@ static double one(const char *host, const char *victim, const char *mode) {
   close(out[1]);
   if (wait_byte(out[0], 'r') != 0) return -1;
   nanosleep(&settle, NULL);           /* well into the body */
-  t0 = now();
+  t0 = test_now();
   kill(pid, SIGTERM);
   if (wait_byte(out[0], 'c') != 0) return -1;
-  t1 = now();
+  t1 = test_now();
   close(out[0]);
   close(in[1]);
   waitpid(pid, &status, 0);
@@ -88,7 +79,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  qsort(t, (size_t)runs, sizeof *t, compare);
+  qsort(t, (size_t)runs, sizeof *t, test_compare_doubles);
   printf("signal -> first cleanup (body: %s): median %.3f ms, p10 %.3f ms, p90 %.3f ms over %d runs\n",
          argv[3], t[runs / 2] * 1e3, t[runs / 10] * 1e3, t[runs * 9 / 10] * 1e3, runs);
   printf("RESULT signal_%s %.6g %.6g %.6g\n", argv[3], t[runs / 2], t[runs / 10], t[runs * 9 / 10]);

@@ -16,19 +16,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "testutil.h"
 #include "lg_lock.h"
 #include "tap.h"
 
 static char dir[256], path[512];
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-  while ((e = readdir(d)) != NULL) n++;
-  closedir(d);
-  return n;
-}
 
 static int exists(const char *p) {
   struct stat st;
@@ -83,12 +75,12 @@ static void test_in_process(void) {
   lg_lock_init(&a);
   lg_lock_init(&b);
   lg_lock_acquire(&a, path, 0, NULL, NULL, NULL);
-  fds_before = count_fds();
+  fds_before = test_count_fds();
   errno = 0;
   CHECK_INT(-1, lg_lock_acquire(&b, path, 0, NULL, NULL, &why), "second lock in one process refused");
   CHECK_INT(EWOULDBLOCK, errno, "as held elsewhere");
   CHECK_INT(getpid(), why.holder, "holder is this process");
-  CHECK_INT(fds_before, count_fds(), "no descriptor left by the refusal");
+  CHECK_INT(fds_before, test_count_fds(), "no descriptor left by the refusal");
   CHECK_INT(-1, lg_lock_acquire(&b, path, 0.05, NULL, NULL, &why), "and after a wait");
   CHECK(why.waited >= 0.05, "it waited");
   CHECK_INT(getpid(), probe_holder(path), "the first lock survived the refusals");
@@ -167,13 +159,13 @@ static void test_other_process(void) {
   }
   if (read(ready[0], &c, 1) != 1) return;
   lg_lock_init(&a);
-  fds_before = count_fds();
+  fds_before = test_count_fds();
   CHECK_INT(-1, lg_lock_acquire(&a, path, 0.2, NULL, NULL, &why), "held by another process");
   CHECK_INT(child, why.holder, "holder's pid known");
   CHECK(why.waited >= 0.2 && why.waited < 1.5, "waited about the timeout");
   CHECK_INT(-1, lg_lock_acquire(&a, path, HUGE_VAL, stop_now, NULL, &why), "an interrupted wait stops");
   CHECK_INT(EINTR, errno, "with EINTR");
-  CHECK_INT(fds_before, count_fds(), "no descriptor left by failures");
+  CHECK_INT(fds_before, test_count_fds(), "no descriptor left by failures");
   if (write(go[1], "g", 1) != 1) return;
   CHECK_INT(0, lg_lock_acquire(&a, path, 5, NULL, NULL, NULL), "acquired once the holder releases");
   lg_lock_release(&a, path);
@@ -185,7 +177,7 @@ static void test_bad_paths(void) {
   lg_lock a;
   lg_lock_failure why;
   char link_path[600], target[600], fifo[600], missing[600];
-  int fds_before = count_fds();
+  int fds_before = test_count_fds();
   lg_lock_init(&a);
   snprintf(link_path, sizeof link_path, "%s/link.lock", dir);
   snprintf(target, sizeof target, "%s/target", dir);
@@ -204,7 +196,7 @@ static void test_bad_paths(void) {
   CHECK_INT(-1, lg_lock_acquire(&a, path, -1, NULL, NULL, &why), "negative timeout");
   CHECK_INT(EINVAL, errno, "with EINVAL");
   CHECK_INT(-1, lg_lock_acquire(&a, path, NAN, NULL, NULL, &why), "NaN timeout");
-  CHECK_INT(fds_before, count_fds(), "no descriptor left");
+  CHECK_INT(fds_before, test_count_fds(), "no descriptor left");
   unlink(link_path);
   unlink(fifo);
 }

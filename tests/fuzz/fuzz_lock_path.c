@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "testutil.h"
 #include "fuzz_target.h"
 #include "lg_lock.h"
 
@@ -31,16 +32,6 @@ static char initial_listing[4096];
 static void fail(const char *what, const char *path) {
   fprintf(stderr, "fuzz_lock_path: %s (path \"%.200s\")\n", what, path);
   abort();
-}
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-  if (d == NULL) return -1;
-  while ((e = readdir(d)) != NULL) if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n - 1;   /* opendir's own */
 }
 
 /* names in the sandbox and in its sub/, sorted, as one string */
@@ -152,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct stat before;   /* locking an existing file removes it on release: */
     existed = lstat(path, &before) == 0 && S_ISREG(before.st_mode);  /* put it back */
   }
-  fds = count_fds();
+  fds = test_count_fds();
   lg_lock_init(&a);
   lg_lock_init(&b);
   a.context = b.context = &context;
@@ -179,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (errno == 0) fail("failed without errno", path);
     if (lg_lock_is_held(&a)) fail("failed but held", path);
   }
-  if (count_fds() != fds) fail("descriptor leaked", path);
+  if (test_count_fds() != fds) fail("descriptor leaked", path);
   listing(now_listing, sizeof now_listing);
   if (strcmp(now_listing, initial_listing) != 0) fail("sandbox changed", path);
   free(path);

@@ -30,6 +30,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "testutil.h"
 #include "fuzz_target.h"
 #include "luaguard.h"
 
@@ -46,16 +47,6 @@ static void on_term(int sig) {
 static void fail(const char *what, const char *program) {
   fprintf(stderr, "fuzz_lua_api: %s\nprogram:\n%s\n", what, program);
   abort();
-}
-
-static int count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-  if (d == NULL) return -1;
-  while ((e = readdir(d)) != NULL) if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n - 1;
 }
 
 /* 1 when the sandbox holds nothing but its fixtures. 'file' may be gone: a
@@ -203,7 +194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* relative paths resolve in the sandbox; libFuzzer's own cwd is given back */
   here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (here < 0 || chdir(sandbox) != 0) fail("chdir", "");
-  fds = count_fds();
+  fds = test_count_fds();
   luaL_openlibs(L);
   luaL_requiref(L, "luaguard", luaopen_luaguard, 0);
   lua_getfield(L, -1, "lock");
@@ -229,7 +220,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   (void)lua_pcall(L, 1, 0, 0);   /* errors are fine: a SignalExit may end it */
   lua_close(L);
 
-  if (count_fds() != fds) fail("descriptor leaked", program);
+  if (test_count_fds() != fds) fail("descriptor leaked", program);
   if (!sandbox_clean()) fail("the sandbox holds something besides its fixtures", program);
   for (i = 0; i < 6; i++) {
     struct sigaction now;

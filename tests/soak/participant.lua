@@ -6,8 +6,8 @@
 -- and each participant's own count, so a participant restarted after a
 -- SIGKILL goes on from what it really completed, and one whose increment was
 -- overwritten (a lost update) notices: its count in the file falls behind.
--- Writes "H id" to stdout once it holds the lock and "R id" just before it
--- releases; the driver checks that no two are ever inside at once.
+-- Writes "H id pid" to stdout once it holds the lock and "R id pid" just
+-- before it releases; the driver checks that no two are ever inside at once.
 -- SOAK_NO_LOCK=1 skips the lock: the driver's own check that it sees lost updates.
 local dir, id, cycles = arg[1], arg[2], tonumber(arg[3])
 local nolock = os.getenv("SOAK_NO_LOCK") == "1"
@@ -31,8 +31,10 @@ local function write_state(state)
   assert(os.rename(tmp, dir .. "/counter"))   -- the increment happens here, at once
 end
 
+local pid = io.open("/proc/self/stat"):read("n")
+
 local function say(what)
-  io.stdout:write(what, " ", id, "\n")
+  io.stdout:write(what, " ", id, " ", pid, "\n")
   io.stdout:flush()
 end
 

@@ -39,7 +39,7 @@ def write_state(total, counts):
 
 
 def say(what):
-    os.write(1, ("%s %s\n" % (what, ident)).encode())
+    os.write(1, ("%s %s %d\n" % (what, ident, os.getpid())).encode())
 
 
 mine = None

@@ -5,7 +5,7 @@
 ** counter file under the directory's lock; SIGKILLs up to KILLS of them right
 ** after they took the lock, and starts them again. At the end the counter must
 ** hold exactly PROCS x CYCLES increments, each participant's own share intact,
-** and the event stream ("H id" once holding, "R id" just before releasing)
+** and the event stream ("H id pid" once holding, "R id pid" just before releasing)
 ** must never show two participants inside at once.
 **
 **   soak_contention [--expect-loss] NAME PROCS CYCLES KILLS SEED CMD [CMD ...]
@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testutil.h"
+
 #define MAX_PROCS 64
 #define MAX_HANDOFFS 100000
 #define TIME_LIMIT 600.0
@@ -43,17 +45,6 @@ typedef struct participant {
 static participant procs[MAX_PROCS + 1];
 static double handoffs[MAX_HANDOFFS];
 static int nhandoffs;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 static pid_t start(int id, const char *dir, int cycles, int events_writer, int events_reader) {
   pid_t pid = fork();
@@ -149,14 +140,14 @@ int main(int argc, char **argv) {
 
   /* spread the kills over the run: about twice the needed rate, capped */
   kill_probability = kills > 0 ? 2.0 * kills / ((double)nprocs * cycles) : 0;
-  start_time = now();
+  start_time = test_now();
   for (i = 1; i <= nprocs; i++) {
     procs[i].command = argv[argi + 5 + (i - 1) % ncommands];
     procs[i].pid = start(i, dir, cycles, events[1], events[0]);
   }
   remaining = nprocs;
 
-  while (remaining > 0 && now() - start_time < TIME_LIMIT) {
+  while (remaining > 0 && test_now() - start_time < TIME_LIMIT) {
     struct pollfd pfd;
     ssize_t n;
     int status;
@@ -165,18 +156,23 @@ int main(int argc, char **argv) {
     pfd.events = POLLIN;
     poll(&pfd, 1, 5);
     while ((n = read(events[0], buffer, sizeof buffer)) > 0) {
-      double t = now();
+      double t = test_now();
       ssize_t k;
       for (k = 0; k < n; k++) {
         char kind;
-        int id;
+        int id, pid_of_event;
         if (buffer[k] != '\n') {
           if (line_len < sizeof line - 1) line[line_len++] = buffer[k];
           continue;
         }
         line[line_len] = '\0';
         line_len = 0;
-        if (sscanf(line, "%c %d", &kind, &id) != 2 || id < 1 || id > nprocs) continue;
+        if (sscanf(line, "%c %d %d", &kind, &id, &pid_of_event) != 3 || id < 1 || id > nprocs)
+          continue;
+        /* An incarnation we decided to kill may still have released, taken
+        ** the lock again and said so before SIGKILL landed: its lines are
+        ** stale (it dies holding nothing that outlives it), so skip them. */
+        if (procs[id].killed || pid_of_event != (int)procs[id].pid) continue;
         if (kind == 'H') {
           if (inside != 0 && inside != id) {
             if (++overlaps <= 10) printf("# participants %d and %d both inside\n", inside, id);
@@ -233,10 +229,10 @@ int main(int argc, char **argv) {
     printf("# the counter holds %ld increments, expected %ld\n", total, (long)nprocs * cycles);
   printf("# %s: %d processes x %d cycles in %.1f s, %d SIGKILLed while holding and restarted, "
          "counter %ld of %ld, %d overlaps, %d failed participants, seed %u\n",
-         name, nprocs, cycles, now() - start_time, kills_sent, total, (long)nprocs * cycles,
+         name, nprocs, cycles, test_now() - start_time, kills_sent, total, (long)nprocs * cycles,
          overlaps, failures, seed);
   if (nhandoffs > 0) {
-    qsort(handoffs, (size_t)nhandoffs, sizeof handoffs[0], compare_doubles);
+    qsort(handoffs, (size_t)nhandoffs, sizeof handoffs[0], test_compare_doubles);
     printf("# %s: hand-off, holder releasing -> another holding (as the driver reads it): "
            "median %.2f ms, p90 %.2f ms, max %.2f ms over %d hand-offs\n", name,
            handoffs[nhandoffs / 2] * 1e3, handoffs[nhandoffs * 9 / 10] * 1e3,

@@ -9,6 +9,7 @@
 **   soak_signals HOST VICTIM RUNS [SEED]
 **
 ** SOAK_HOST_WRAPPER, when set, is put before HOST (valgrind and its options).
+** SOAK_MODES, when set, names the bodies to use (default: all four).
 ** Prints one line per violation ("# run ...") and a TAP line with the counts;
 ** exits 1 when any run broke a rule.
 */
@@ -23,6 +24,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "testutil.h"
 
 static const int handled[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGXCPU, SIGXFSZ };
 static const char *const modes[] = { "lua", "read", "pcall", "wait" };
@@ -39,12 +42,6 @@ static const char *signal_name(int sig) {
     case SIGXFSZ: return "SIGXFSZ";
     default: return "another signal";
   }
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void nap(double seconds) {
@@ -81,13 +78,13 @@ static size_t read_file(const char *path, char *buf, size_t cap) {
 
 /* Wait up to 'limit' seconds for pid; -1 when it is still running. */
 static int wait_status(pid_t pid, double limit) {
-  double deadline = now() + limit;
+  double deadline = test_now() + limit;
   int status;
   for (;;) {
     pid_t r = waitpid(pid, &status, WNOHANG);
     if (r == pid) return status;
     if (r < 0 && errno != EINTR) return -2;
-    if (now() > deadline) return -1;
+    if (test_now() > deadline) return -1;
     nap(0.001);
   }
 }
@@ -149,10 +146,19 @@ typedef struct run_result {
   char detail[1024];
 } run_result;
 
+/* SOAK_MODES (e.g. "lua pcall wait") limits the bodies; all four otherwise. */
+static const char *pick_mode(void) {
+  const char *allowed = getenv("SOAK_MODES");
+  for (;;) {
+    const char *mode = modes[rand() % NMODES];
+    if (allowed == NULL || strstr(allowed, mode) != NULL) return mode;
+  }
+}
+
 static void one_run(const char *host, const char *victim, int run, run_result *res) {
   char dir[] = "/tmp/luaguard-soak-XXXXXX";
   char path[4096], log[256], err[512];
-  const char *mode = modes[rand() % NMODES];
+  const char *mode = pick_mode();
   int sent[2], nsent = 0, stdin_writer = -1, busy_fd = -1, status, i, ok_signal = 0;
   pid_t pid;
   double deadline;
@@ -184,8 +190,8 @@ static void one_run(const char *host, const char *victim, int run, run_result *r
     return;
   }
   snprintf(path, sizeof path, "%s/ready", dir);
-  deadline = now() + 20;
-  while (!exists(path) && now() < deadline && waitpid(pid, &status, WNOHANG) == 0) nap(0.0005);
+  deadline = test_now() + 20;
+  while (!exists(path) && test_now() < deadline && waitpid(pid, &status, WNOHANG) == 0) nap(0.0005);
 
   /* first signal: somewhere in the body, 0 to 20 ms after it started */
   nap(uniform(0, 0.020));
@@ -196,8 +202,8 @@ static void one_run(const char *host, const char *victim, int run, run_result *r
     if (rand() % 2) {
       /* during the cleanups: once the first one has logged, 0 to 10 ms in */
       snprintf(path, sizeof path, "%s/log", dir);
-      deadline = now() + 10;
-      while (size_of(path) == 0 && now() < deadline) nap(0.0002);
+      deadline = test_now() + 10;
+      while (size_of(path) == 0 && test_now() < deadline) nap(0.0002);
       res->second_in_cleanup = 1;
       nap(uniform(0, 0.010));
     }
@@ -271,7 +277,7 @@ int main(int argc, char **argv) {
   seed = argc > 4 ? (unsigned)strtoul(argv[4], NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
   srand(seed);
   signal(SIGPIPE, SIG_IGN);
-  start = now();
+  start = test_now();
   for (run = 1; run <= runs; run++) {
     run_result res;
     one_run(argv[1], argv[2], run, &res);
@@ -283,7 +289,7 @@ int main(int argc, char **argv) {
     }
   }
   printf("# signal soak: %d runs (%d with two signals, %d of them sent during the cleanups), "
-         "%d violations, %.1f s, seed %u\n", runs, two, in_cleanup, violations, now() - start, seed);
+         "%d violations, %.1f s, seed %u\n", runs, two, in_cleanup, violations, test_now() - start, seed);
   printf("%s 1 - signal soak: %d runs, %d violations\n", violations ? "not ok" : "ok",
          runs, violations);
   return violations ? 1 : 0;

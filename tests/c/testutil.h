@@ -1,0 +1,35 @@
+/*
+** testutil.h — small helpers the C test, soak, fuzz and bench programs share
+** (each is a standalone program, so these are static inline).
+*/
+#ifndef TESTUTIL_H
+#define TESTUTIL_H
+
+#include <dirent.h>
+#include <time.h>
+
+/* CLOCK_MONOTONIC seconds */
+static inline double test_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* qsort comparison of doubles */
+static inline int test_compare_doubles(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* open descriptors of this process (not counting the one used to count) */
+static inline int test_count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL) return -1;
+  while ((e = readdir(d)) != NULL) if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n - 1;
+}
+
+#endif
