@@ -79,12 +79,12 @@ int main(int argc, char **argv) {
   rounds = atoi(argv[2]);
   self_timed = strcmp(argv[3], "self") == 0;
   if (rounds < 1) return 2;
+  /* one unmeasured run each: page cache, dynamic loader */
+  if (run(argv[4], self_timed) < 0 || run(argv[5], self_timed) < 0) return 1;
   a = calloc((size_t)rounds, sizeof *a);
   b = calloc((size_t)rounds, sizeof *b);
   ratio = calloc((size_t)rounds, sizeof *ratio);
-  if (a == NULL || b == NULL || ratio == NULL) return 2;
-  /* one unmeasured run each: page cache, dynamic loader */
-  if (run(argv[4], self_timed) < 0 || run(argv[5], self_timed) < 0) return 1;
+  if (a == NULL || b == NULL || ratio == NULL) return 2;   /* exiting: no free needed */
   for (i = 0; i < rounds; i++) {
     /* alternate which goes first, too */
     if (i % 2 == 0) { a[i] = run(argv[4], self_timed); b[i] = run(argv[5], self_timed); }
