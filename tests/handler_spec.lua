@@ -209,6 +209,39 @@ describe("cleanup guards", function()
     assert.are.equal("inner cleanup\nouter cleanup\t2,1\n", r.stdout)
   end)
 
+  it("arms and closes a nested handler without a system call (strace)", function()
+    -- the host's outer frame installs the six handlers once; what runs inside
+    -- must not touch them again unless cleanups run (then SA_RESTART is
+    -- switched on and off: at most 12 rt_sigaction per close)
+    local function signal_calls(code)
+      local trace = H.tmpdir() .. "/trace"
+      local r = H.run({ "strace", "-o", trace, "-e", "trace=rt_sigaction,rt_sigprocmask",
+                        H.host, "-e", code },
+                      { bare = true, env = { ASAN_OPTIONS = os.getenv("ASAN_OPTIONS")
+                          and os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0" or false } })
+      assert.are.equal(0, r.status, r.stderr)
+      local n = 0
+      for line in io.lines(trace) do
+        if line:find("^rt_sig") then n = n + 1 end
+      end
+      return n
+    end
+    local empty = signal_calls("local x = 1")
+    local nested = signal_calls([[
+      local f = function() end
+      for _ = 1, 1000 do
+        local h <close> = ErrorHandler(f)
+        h:register(f)
+      end]])
+    assert.are.equal(empty, nested)
+    local exits = signal_calls([[
+      local f = function() end
+      for _ = 1, 100 do
+        local h <close> = ExitHandler(f)
+      end]])
+    assert.is_true(exits - empty <= 12 * 100, ("%d calls for 100 ExitHandler closes"):format(exits - empty))
+  end)
+
   it("lets a later SIGTERM kill the process after a normal ErrorHandler exit", function()
     local r = stock([[
       local ran = false

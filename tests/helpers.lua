@@ -85,11 +85,11 @@ end
 -- each process logging to its own file that scripts/test reads at the end.
 H.valgrind_logs = os.getenv("LUAGUARD_VALGRIND_LOGS")
 
-local function command_line(argv)
+local function command_line(argv, bare)
   if H.asan_preload and argv[1] == H.lua then
     argv = { "env", "LD_PRELOAD=" .. H.asan_preload, table.unpack(argv) }
   end
-  if H.valgrind_logs then
+  if H.valgrind_logs and not bare then
     for i, a in ipairs(argv) do
       if a == H.host then
         local wrapped = { table.unpack(argv, 1, i - 1) }
@@ -110,14 +110,14 @@ local function command_line(argv)
 end
 
 -- Run argv (a list) to completion. opts: env (table; false unsets), stdin
--- (text), dir. Returns {status=, stdout=, stderr=}; status 128+N by signal.
+-- (text), dir, bare (never under valgrind: for counting system calls). Returns {status=, stdout=, stderr=}; status 128+N by signal.
 function H.run(argv, opts)
   opts = opts or {}
   local d = H.tmpdir()
   local infile = opts.stdin and H.write(d .. "/stdin", opts.stdin) or "/dev/null"
   local cmd = ("%sexec %s%s <%s >%s 2>%s"):format(
     opts.dir and ("cd " .. H.quote(opts.dir) .. " && ") or "",
-    env_prefix(opts.env), command_line(argv),
+    env_prefix(opts.env), command_line(argv, opts.bare),
     H.quote(infile), H.quote(d .. "/out"), H.quote(d .. "/err"))
   local ok, how, code = os.execute(cmd)
   local status = how == "signal" and 128 + code or code
