@@ -54,8 +54,7 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
 ** handler (registered at the first acquire), so their path strings and
 ** lg_lock structs must stay valid until then or be released first.
 **
-** Release: remove the file (unless ours was already removed: ESTALE), then
-** unlock and close. In a process other than the one that took it (fork
+** Release: remove the file, then unlock and close. In a process other than the one that took it (fork
 ** without exec) it only closes. Does nothing when not held. 0, or -1 with errno when the file
 ** could not be removed (the lock is released all the same).
 */

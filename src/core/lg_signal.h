@@ -50,13 +50,15 @@ const char *lg_signal_name(int sig);
 */
 int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, void *ud);
 
-/* From now on signals are only recorded (no interrupt); no system call. For a
-** host about to close its Lua state. Idempotent per frame. */
+/* From now on signals are only recorded (no interrupt) and the kick stops;
+** no system call unless a kick was running. For a host about to close its
+** Lua state. Idempotent per frame. */
 int lg_frame_defer(lg_frame *f);
 
-/* As lg_frame_defer, and system calls that signals interrupt restart (the
-** first such frame re-installs the handler with SA_RESTART). Call before
-** running cleanups. Idempotent per frame. */
+/* As lg_frame_defer, and system calls that signals interrupt restart (our
+** handler has SA_RESTART; in the fallback without a kick timer, the first
+** such frame re-installs it so). Call before running cleanups. Idempotent
+** per frame. */
 int lg_frame_begin_cleanup(lg_frame *f);
 
 /*
@@ -85,5 +87,14 @@ unsigned long lg_signal_arrivals(void);
 int lg_signal_cleaning(void);
 /* This process's pid, cached (refreshed in forked children). */
 pid_t lg_signal_pid(void);
+
+/* The body has stopped (its SignalExit is raised): stop kicking blocking
+** calls (see lg_signal.c). No system call unless a kick is running. */
+void lg_signal_kick_stop(void);
+/* The real-time signal the kick uses while a frame is armed; 0 for none
+** (the fallback: no SA_RESTART in bodies, switched on for cleanups). */
+int lg_signal_kick_signal(void);
+/* Tests: whether the next install may use a kick (default 1). */
+void lg_signal_use_kick(int enabled);
 
 #endif

@@ -21,15 +21,16 @@
 **     SignalExit goes on propagating to it) or, for the outermost, restores
 **     the dispositions and re-delivers.
 **
-** Known limits: a coroutine that armed no guard is stopped when it yields or
+** A body blocked in a system call (io.read) is reached by the core's kick:
+** the call returns EINTR, and the hook runs at the next instruction. The kick
+** also covers a signal landing just before the call blocks.
+**
+** Known limit: a coroutine that armed no guard is stopped when it yields or
 ** returns to a thread that did (hooks are per thread, and hooking every
-** thread would cost the body a hook check per instruction). A signal landing
-** in the instant between the body's last Lua instruction and a blocking
-** system call (io.read's read()) is acted on when that call returns: the
-** hook runs only between instructions (lua.c's laction and Python's handlers
-** share this window; under valgrind it is wide enough to see).
+** thread would cost the body a hook check per instruction).
 */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -59,10 +60,17 @@ typedef struct Handler {
   int kind;
   int state;
   int ncleanups;                   /* registered and not yet run or dropped */
+  int top;                         /* last slot used in the cleanups table */
 } Handler;
 
-/* uservalues of a Handler */
-#define UV_CLEANUPS 1              /* { {n=, fn, args...}, ... } */
+/*
+** Uservalues of a Handler. The cleanups live in one flat table, made at the
+** first register: each is its values fn, args... followed by their count, so
+** the last one registered ends at 'top'. No table per cleanup, none for a
+** handler with none: an arm/register/close cycle allocates the userdata and
+** that one table (scripts/bench, "handler cycle").
+*/
+#define UV_CLEANUPS 1              /* nil, or { fn, args..., n, fn, args..., n } */
 #define UV_THREAD 2                /* the thread it was armed on */
 
 #define toHandler(L, i) ((Handler *)luaL_checkudata(L, i, LG_HANDLER_MT))
@@ -166,6 +174,7 @@ static int raise_signal_exit(lua_State *L, Guard *g, int sig) {
   else lua_rawgeti(L, LUA_REGISTRYINDEX, g->signal_exit_ref);
   g->in_flight = 1;
   g->reraise = 0;
+  lg_signal_kick_stop();    /* the body has stopped: no more EINTR for it */
   lua_sethook(L, guard_hook, LUA_MASKRET, 0);
   return lua_error(L);
 }
@@ -287,18 +296,22 @@ static int is_callable(lua_State *L, int idx) {
 }
 
 /* Append fn(args...) (values from 'first' to the top) to the handler at h_idx. */
-static void add_cleanup(lua_State *L, int h_idx, int first) {
-  Handler *h = (Handler *)lua_touserdata(L, h_idx);
-  int top = lua_gettop(L), n = top - first + 1, i;
-  lua_getiuservalue(L, h_idx, UV_CLEANUPS);   /* stack: ..., cleanups */
-  lua_createtable(L, n, 1);                   /* stack: ..., cleanups, entry */
+static void add_cleanup(lua_State *L, int h_idx, Handler *h, int first) {
+  int n = lua_gettop(L) - first + 1, i;
+  if (lua_getiuservalue(L, h_idx, UV_CLEANUPS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, n + 1, 0);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, h_idx, UV_CLEANUPS);
+  }                                           /* stack: ..., cleanups */
+  if (h->top > INT_MAX - n - 1) luaL_error(L, "too many cleanups");
   for (i = 0; i < n; i++) {
     lua_pushvalue(L, first + i);
-    lua_rawseti(L, -2, i + 1);
+    lua_rawseti(L, -2, h->top + 1 + i);
   }
   lua_pushinteger(L, n);
-  lua_setfield(L, -2, "n");
-  lua_rawseti(L, -2, h->ncleanups + 1);
+  lua_rawseti(L, -2, h->top + n + 1);
+  h->top += n + 1;
   h->ncleanups++;
   lua_pop(L, 1);
 }
@@ -320,13 +333,11 @@ static int new_handler(lua_State *L, int kind) {
   h->guard.signal_exit_ref = LUA_NOREF;
   luaL_setmetatable(L, LG_HANDLER_MT);
   h_idx = lua_gettop(L);
-  lua_newtable(L);
-  lua_setiuservalue(L, h_idx, UV_CLEANUPS);
   lua_pushthread(L);
   lua_setiuservalue(L, h_idx, UV_THREAD);
   if (nargs > 0 && !lua_isnil(L, 1)) {
     lua_rotate(L, 1, 1);                      /* stack: h, fn, args... */
-    add_cleanup(L, 1, 2);
+    add_cleanup(L, 1, h, 2);
     lua_settop(L, 1);
     h_idx = 1;
   }
@@ -377,7 +388,7 @@ static int handler_register(lua_State *L) {
     return luaL_error(L, "register on a %s %s",
                       h->state == HANDLER_CLOSING ? "closing" : "closed",
                       kind_names[h->kind]);
-  add_cleanup(L, 1, 2);
+  add_cleanup(L, 1, h, 2);
   lua_settop(L, 1);
   return 1;
 }
@@ -410,31 +421,38 @@ static void log_signals(Guard *g) {
 ** protected call; a failure is logged and the next one still runs.
 */
 static void run_cleanups(lua_State *L, int h_idx, Handler *h) {
+  int cleanups;
   if (lg_debug_enabled()) log_signals(&h->guard);
   lua_getiuservalue(L, h_idx, UV_CLEANUPS);   /* stack: cleanups */
+  cleanups = lua_gettop(L);
+  luaL_checkstack(L, LUA_MINSTACK, "running cleanups");
   while (h->ncleanups > 0) {
-    int n, i, entry;
-    lua_rawgeti(L, -1, h->ncleanups);         /* stack: cleanups, entry */
-    lua_pushnil(L);
-    lua_rawseti(L, -3, h->ncleanups);
-    h->ncleanups--;
-    entry = lua_gettop(L);
-    lua_getfield(L, entry, "n");
+    int n, i, first, msgh;
+    lua_rawgeti(L, cleanups, h->top);
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    lua_pushcfunction(L, cleanup_msgh);       /* stack: ..., entry, msgh */
-    for (i = 1; i <= n; i++) lua_rawgeti(L, entry, i);
+    first = h->top - n;
+    lua_pushcfunction(L, cleanup_msgh);       /* stack: cleanups, msgh */
+    msgh = lua_gettop(L);
+    luaL_checkstack(L, n, "too many cleanup arguments");
+    for (i = first; i <= h->top; i++) {       /* take it off before calling */
+      if (i < h->top) lua_rawgeti(L, cleanups, i);   /* stack: ..., fn, args... */
+      lua_pushnil(L);
+      lua_rawseti(L, cleanups, i);
+    }
+    h->top = first - 1;
+    h->ncleanups--;
     if (lg_debug_enabled()) {
       lua_Debug d;
-      lua_pushvalue(L, entry + 2);
+      lua_pushvalue(L, msgh + 1);
       lua_getinfo(L, ">S", &d);
       lg_log("calling registered function %s", d.short_src);
     }
-    if (lua_pcall(L, n - 1, 0, entry + 1) != LUA_OK) {
+    if (lua_pcall(L, n - 1, 0, msgh) != LUA_OK) {
       lg_log("encountered exception during recovery: %s", lua_tostring(L, -1));
       lua_pop(L, 1);
     }
-    lua_settop(L, entry - 1);                 /* stack: cleanups */
+    lua_settop(L, cleanups);                  /* stack: cleanups */
   }
   lua_pop(L, 1);
 }
@@ -466,8 +484,9 @@ static void handler_close(lua_State *L, int h_idx, int failed) {
     h->ncleanups = 0;
     guard_close(L, g);
   }
-  lua_newtable(L);         /* drop what was registered: nothing runs twice */
+  lua_pushnil(L);           /* drop what was registered: nothing runs twice */
   lua_setiuservalue(L, h_idx, UV_CLEANUPS);
+  h->top = 0;
   h->state = HANDLER_CLOSED;
 }
 

@@ -1,8 +1,10 @@
 /*
 ** test_signal_core — the signal-deferral core in C alone (no Lua): arming and
 ** restoring dispositions, recording, deferral during cleanup, hand-off between
-** frames, re-delivery in arrival order to the previous handler, SA_RESTART
-** during cleanup only, and a forked child that never acts for its parent.
+** frames, re-delivery in arrival order to the previous handler, the kick that
+** cuts a body's blocking call short under SA_RESTART (and the fallback that
+** switches SA_RESTART for cleanups), and a forked child that never acts for
+** its parent.
 */
 #include <errno.h>
 #include <signal.h>
@@ -134,9 +136,9 @@ static void test_nesting_and_hand_off(void) {
   CHECK(disposition(SIGTERM) == recording_handler, "and restored the original");
 }
 
-/* Body: a read interrupted by a handled signal returns EINTR. Cleanup: the
-** same read is restarted and gets its data. */
-static int read_with_signal_from_child(int sig) {
+/* A read on a pipe whose data comes 'late_ms' after the child's signal (sent
+** after 100 ms): EINTR (as -EINTR) if the read was cut short, else 1. */
+static int read_with_signal_from_child_after(int sig, long late_ms) {
   int fds[2], rc;
   char c;
   pid_t child;
@@ -144,8 +146,8 @@ static int read_with_signal_from_child(int sig) {
   child = fork();
   if (child == 0) {
     sleep_ms(100);
-    kill(getppid(), sig);
-    sleep_ms(100);
+    if (sig != 0) kill(getppid(), sig);
+    sleep_ms(late_ms);
     if (write(fds[1], "x", 1) != 1) _exit(1);
     _exit(0);
   }
@@ -157,20 +159,91 @@ static int read_with_signal_from_child(int sig) {
   return rc;
 }
 
-static void test_restart_only_in_cleanup(void) {
+static int read_with_signal_from_child(int sig) {
+  return read_with_signal_from_child_after(sig, 100);
+}
+
+static int has_restart_flag(int sig) {
+  struct sigaction sa;
+  sigaction(sig, NULL, &sa);
+  return (sa.sa_flags & SA_RESTART) != 0;
+}
+
+/*
+** Our handler has SA_RESTART (a cleanup's read must never be cut short), and
+** the kick cuts a body's read short all the same.
+*/
+static void test_kick_cuts_body_reads_short(void) {
   lg_frame f;
   set_disposition(SIGTERM, recording_handler);
   lg_frame_arm(&f, count_interrupt, NULL);
-  CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "a body's read returns early (no SA_RESTART)");
+  CHECK(lg_signal_kick_signal() >= SIGRTMIN && lg_signal_kick_signal() <= SIGRTMAX,
+        "a real-time signal kicks");
+  CHECK(has_restart_flag(SIGTERM), "the handler is installed with SA_RESTART");
   interrupts = 0;
+  CHECK_INT(-EINTR, read_with_signal_from_child_after(SIGTERM, 2000),
+            "a body's read still returns early: the kick");
+  CHECK_INT(1, interrupts, "the signal interrupted the body");
+  /* a signal that landed before the call blocked (the hook's blind spot) */
+  lg_signal_kick_stop();
+  kill(getpid(), SIGTERM);
+  CHECK_INT(-EINTR, read_with_signal_from_child_after(0, 2000),
+            "a read entered after the signal is cut short too");
+  lg_signal_kick_stop();
+  CHECK_INT(1, read_with_signal_from_child_after(0, 100),
+            "once the body has stopped, no more kicks");
   lg_frame_defer(&f);
-  CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "defer alone does not re-install with SA_RESTART");
-  CHECK_INT(0, interrupts, "but the signal is only recorded");
+  CHECK_INT(1, read_with_signal_from_child(SIGTERM), "a deferred signal cuts nothing short");
+  CHECK_INT(2, interrupts, "and is only recorded");
   lg_frame_begin_cleanup(&f);
   CHECK_INT(1, read_with_signal_from_child(SIGTERM), "a cleanup's read is not cut short");
   nseen = 0;
   lg_frame_close(&f, 1);
+  CHECK_INT(4, nseen, "all four signals re-delivered after");
+  CHECK(!has_restart_flag(SIGTERM) && disposition(SIGTERM) == recording_handler,
+        "the previous disposition is back");
+}
+
+/* The kick's own signal: one a program handles is left alone, and the one
+** taken is given back at the outermost close. */
+static void test_kick_signal_is_borrowed(void) {
+  lg_frame f;
+  int sig, top;
+  /* the highest one we may set (valgrind keeps the very top for itself) */
+  lg_frame_arm(&f, count_interrupt, NULL);
+  top = lg_signal_kick_signal();
+  lg_frame_close(&f, 1);
+  set_disposition(top, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  sig = lg_signal_kick_signal();
+  CHECK(sig != 0 && sig < top, "a real-time signal in use is not taken");
+  CHECK(disposition(top) == recording_handler, "and keeps its handler");
+  lg_frame_close(&f, 1);
+  CHECK(disposition(sig) == SIG_DFL, "the kick's signal is SIG_DFL again");
+  CHECK_INT(0, lg_signal_kick_signal(), "no kick with no frame");
+  set_disposition(top, SIG_DFL);
+}
+
+/* Without a timer: no SA_RESTART in the body, switched on for cleanups. */
+static void test_fallback_flips_restart_for_cleanups(void) {
+  lg_frame f;
+  set_disposition(SIGTERM, recording_handler);
+  lg_signal_use_kick(0);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  CHECK_INT(0, lg_signal_kick_signal(), "fallback: no kick");
+  CHECK(!has_restart_flag(SIGTERM), "fallback: no SA_RESTART while the body runs");
+  CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "fallback: a body's read returns early");
+  interrupts = 0;
+  lg_frame_defer(&f);
+  CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "fallback: defer alone does not switch");
+  CHECK_INT(0, interrupts, "but the signal is only recorded");
+  lg_frame_begin_cleanup(&f);
+  CHECK(has_restart_flag(SIGTERM), "fallback: SA_RESTART while cleanups run");
+  CHECK_INT(1, read_with_signal_from_child(SIGTERM), "fallback: a cleanup's read is not cut short");
+  nseen = 0;
+  lg_frame_close(&f, 1);
   CHECK_INT(3, nseen, "all three signals re-delivered after");
+  lg_signal_use_kick(1);
 }
 
 static void test_forked_child(void) {
@@ -217,7 +290,9 @@ int main(void) {
   test_record_and_interrupt();
   test_arrival_order_not_signal_order();
   test_nesting_and_hand_off();
-  test_restart_only_in_cleanup();
+  test_kick_cuts_body_reads_short();
+  test_kick_signal_is_borrowed();
+  test_fallback_flips_restart_for_cleanups();
   test_forked_child();
   test_record_overflow();
   return tap_done();

@@ -12,7 +12,8 @@
 ** (lua_close done) these must hold, or the target aborts:
 **   - no descriptor left open,
 **   - the sandbox directory holds nothing but its fixtures,
-**   - the six signals have the dispositions they had before.
+**   - the six signals have the dispositions they had before, and so do the
+**     real-time ones (the kick borrows one).
 ** LG_FUZZ_PRINT=1 prints each program on stderr (to reproduce a finding).
 ** The harness has its own SIGTERM handler (counting), so a signal re-delivered
 ** after the cleanups lands there instead of ending the fuzzer.
@@ -38,6 +39,9 @@ static char sandbox[] = "/tmp/lg_fuzz_lua.XXXXXX";
 static volatile sig_atomic_t terms_received;
 static const int handled[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGXCPU, SIGXFSZ };
 static struct sigaction dispositions[6];
+/* the real-time signals too: the kick borrows one while a handler is armed */
+#define RT_MAX_COUNT 64
+static void (*rt_dispositions[RT_MAX_COUNT])(int);
 
 static void on_term(int sig) {
   (void)sig;
@@ -144,6 +148,10 @@ static void take_dispositions(void) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, NULL);
   for (i = 0; i < 6; i++) sigaction(handled[i], NULL, &dispositions[i]);
+  for (i = 0; i <= SIGRTMAX - SIGRTMIN && i < RT_MAX_COUNT; i++) {
+    struct sigaction rt;
+    rt_dispositions[i] = sigaction(SIGRTMIN + i, NULL, &rt) == 0 ? rt.sa_handler : SIG_ERR;
+  }
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -227,6 +235,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sigaction(handled[i], NULL, &now);
     if (now.sa_handler != dispositions[i].sa_handler)
       fail("a signal disposition was not restored", program);
+  }
+  for (i = 0; i <= SIGRTMAX - SIGRTMIN && i < RT_MAX_COUNT; i++) {
+    struct sigaction rt;
+    if (sigaction(SIGRTMIN + i, NULL, &rt) == 0 && rt.sa_handler != rt_dispositions[i])
+      fail("a real-time signal (the kick's) was not given back", program);
   }
   lua_close(P);
   if (fchdir(here) != 0) fail("fchdir", "");
