@@ -45,7 +45,11 @@ static int hold(const char *lock_path, const char *ready, const char *stop) {
   touch(ready);
   if (stop[0] == '+') Sleep((DWORD)atoi(stop + 1));   /* hold for that many ms */
   else if (!wait_for_file(stop, 30000)) return 11;
-  if (lg_lock_release(&lk, lock_path) != 0) return 12;
+  /* A waiter may open the file between our unlock and the removal; the
+  ** removal is then refused (logged, never raised: SPEC section 3) and the
+  ** lock is released all the same. Test 21 checks the uncontended removal. */
+  if (lg_lock_release(&lk, lock_path) != 0 && errno != EWOULDBLOCK && errno != EACCES)
+    return 12;
   return 0;
 }
 
