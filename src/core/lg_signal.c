@@ -59,9 +59,11 @@ static struct sigaction saved[LG_SIGNAL_COUNT];  /* what we replaced */
 static pid_t cached_pid;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-/* The kick (see the top). kick_signal 0: none, the SA_RESTART-flip fallback. */
+/* The kick (see the top). kick_signal 0: none, the SA_RESTART-flip fallback;
+** nonzero only while kick_timer is this process's timer for it (the handler
+** reads both). */
 static int kick_wanted = 1;                      /* lg_signal_use_kick */
-static int kick_signal;
+static volatile sig_atomic_t kick_signal;
 static struct sigaction kick_saved;              /* its disposition before us */
 static timer_t kick_timer;
 static int kick_timer_signal;                    /* the signal it was made for */
@@ -237,15 +239,16 @@ static int set_handler_flags(int restart) {
   return rc;
 }
 
-/* A timer sending kick_signal to this thread, made once per process. */
-static int kick_make_timer(void) {
+/* A timer sending sig to this thread, made once per process. Call with
+** kick_signal 0: the handler must not use kick_timer while it changes. */
+static int kick_make_timer(int sig) {
   struct sigevent ev;
   pid_t pid = lg_signal_pid();
-  if (kick_timer_owner == pid && kick_timer_signal == kick_signal) return 0;
+  if (kick_timer_owner == pid && kick_timer_signal == sig) return 0;
   if (kick_timer_owner == pid) timer_delete(kick_timer);
   kick_timer_owner = 0;
   memset(&ev, 0, sizeof ev);
-  ev.sigev_signo = kick_signal;
+  ev.sigev_signo = sig;
 #ifdef SIGEV_THREAD_ID
   ev.sigev_notify = SIGEV_THREAD_ID;   /* the body's thread, not any thread */
 #ifdef sigev_notify_thread_id
@@ -258,7 +261,7 @@ static int kick_make_timer(void) {
 #endif
   if (timer_create(CLOCK_MONOTONIC, &ev, &kick_timer) != 0) return -1;
   kick_timer_owner = pid;
-  kick_timer_signal = kick_signal;
+  kick_timer_signal = sig;
   return 0;
 }
 
@@ -268,7 +271,7 @@ static int kick_make_timer(void) {
 */
 static void kick_install(void) {
   struct sigaction sa;
-  int sig;
+  int sig, taken = 0;
   kick_signal = 0;
   kick_used = 0;
   if (!kick_wanted) return;
@@ -279,31 +282,31 @@ static void kick_install(void) {
   for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
     if (sigaction(sig, &sa, &kick_saved) != 0) continue;
     if (kick_saved.sa_handler == SIG_DFL && !(kick_saved.sa_flags & SA_SIGINFO)) {
-      kick_signal = sig;
+      taken = sig;
       break;
     }
     sigaction(sig, &kick_saved, NULL);
   }
-  if (kick_signal != 0 && kick_make_timer() != 0) {
-    sigaction(kick_signal, &kick_saved, NULL);
-    kick_signal = 0;
-  }
+  if (taken == 0) return;
+  if (kick_make_timer(taken) != 0) sigaction(taken, &kick_saved, NULL);
+  else kick_signal = taken;
 }
 
 /* Stop the kick and give its signal back; one still pending (only if the
 ** program blocks it) is taken first, or SIG_DFL would end the process. */
 static void kick_uninstall(void) {
-  if (kick_signal == 0) return;
+  int sig = kick_signal;
+  if (sig == 0) return;
+  kick_signal = 0;          /* first: a signal from now on starts no kick */
   lg_signal_kick_stop();
   if (kick_used) {
     sigset_t only;
     struct timespec none = {0, 0};
     sigemptyset(&only);
-    sigaddset(&only, kick_signal);
+    sigaddset(&only, sig);
     sigtimedwait(&only, NULL, &none);
   }
-  sigaction(kick_signal, &kick_saved, NULL);
-  kick_signal = 0;
+  sigaction(sig, &kick_saved, NULL);
 }
 
 static int restore_dispositions(void) {
@@ -363,9 +366,11 @@ int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, void *ud) {
   if (!installed) {
     if (install() != 0) return -1;
   }
-  else if (kick_signal != 0 && kick_make_timer() != 0) {
+  else if (kick_signal != 0 && kick_timer_owner != pid) {
+    int sig = kick_signal;
     kick_signal = 0;
-    if (set_handler_flags(restart_depth > 0) != 0) return -1;
+    if (kick_make_timer(sig) == 0) kick_signal = sig;
+    else if (set_handler_flags(restart_depth > 0) != 0) return -1;
   }
   f->outer = top_frame;
   top_frame = f;            /* linked only once complete: one pointer store */

@@ -292,21 +292,6 @@ static int handle_luainit(lua_State *L) {
   return dostring(L, init, name);
 }
 
-/*
-** The globals lock, ErrorHandler, ExitHandler; require "luaguard" and
-** "luaguard.core" resolve to the compiled-in module (package.loaded).
-*/
-static void open_luaguard(lua_State *L) {
-  luaL_requiref(L, "luaguard", luaopen_luaguard, 0);   /* stack: module */
-  lua_getfield(L, -1, "lock");
-  lua_setglobal(L, "lock");
-  lua_getfield(L, -1, "ErrorHandler");
-  lua_setglobal(L, "ErrorHandler");
-  lua_getfield(L, -1, "ExitHandler");
-  lua_setglobal(L, "ExitHandler");
-  lua_pop(L, 1);
-}
-
 
 /* ---- the interactive loop (lua.c's doREPL) ---- */
 
@@ -449,7 +434,7 @@ static int pmain(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
   }
   luaL_openlibs(L);
-  open_luaguard(L);
+  luaguard_open_globals(L);   /* require "luaguard" gives the same objects */
   create_arg_table(L, argv, argc, script);
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(args & HAS_BIG_E) && handle_luainit(L) != LUA_OK) return 0;

@@ -41,6 +41,14 @@
 LUAGUARD_API int luaopen_luaguard(lua_State *L);
 
 /*
+** What the luaguard program does before a script: opens 'luaguard' (into
+** package.loaded, so require returns the same objects) and sets the globals
+** lock, ErrorHandler and ExitHandler. For hosts that want to be the luaguard
+** program's twin; a module never does this. Stack: [-0, +0, m]
+*/
+LUAGUARD_API void luaguard_open_globals(lua_State *L);
+
+/*
 ** Opens the C core module 'luaguard.core' (what lua/luaguard/init.lua wraps;
 ** stock lua5.4 loads it from luaguard/core.so). Stack: [-0, +1, m]
 */

@@ -29,3 +29,14 @@ LUAGUARD_API int luaopen_luaguard(lua_State *L) {
   lua_call(L, 1, 1);        /* stack: module */
   return 1;
 }
+
+LUAGUARD_API void luaguard_open_globals(lua_State *L) {
+  static const char *const names[] = {"lock", "ErrorHandler", "ExitHandler"};
+  size_t i;
+  luaL_requiref(L, "luaguard", luaopen_luaguard, 0);   /* stack: module */
+  for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+    lua_getfield(L, -1, names[i]);
+    lua_setglobal(L, names[i]);
+  }
+  lua_pop(L, 1);
+}

@@ -425,16 +425,15 @@ static void run_cleanups(lua_State *L, int h_idx, Handler *h) {
   if (lg_debug_enabled()) log_signals(&h->guard);
   lua_getiuservalue(L, h_idx, UV_CLEANUPS);   /* stack: cleanups */
   cleanups = lua_gettop(L);
-  luaL_checkstack(L, LUA_MINSTACK, "running cleanups");
   while (h->ncleanups > 0) {
     int n, i, first, msgh;
     lua_rawgeti(L, cleanups, h->top);
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
     first = h->top - n;
+    luaL_checkstack(L, n + 2, "too many cleanup arguments");  /* msgh, values, a nil */
     lua_pushcfunction(L, cleanup_msgh);       /* stack: cleanups, msgh */
     msgh = lua_gettop(L);
-    luaL_checkstack(L, n, "too many cleanup arguments");
     for (i = first; i <= h->top; i++) {       /* take it off before calling */
       if (i < h->top) lua_rawgeti(L, cleanups, i);   /* stack: ..., fn, args... */
       lua_pushnil(L);

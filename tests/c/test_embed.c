@@ -101,6 +101,14 @@ int main(void) {
     "h:close()\n"
     "return table.concat(out, ',')"), "b,a") == 0, "handlers through the embedded module");
   lua_close(L);
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  luaguard_open_globals(L);
+  CHECK(lua_gettop(L) == 0, "luaguard_open_globals leaves the stack as it was");
+  CHECK(strcmp(run(L, "local g = require('luaguard'); return tostring(lock == g.lock and "
+                      "ErrorHandler == g.ErrorHandler and ExitHandler == g.ExitHandler)"),
+               "true") == 0, "luaguard_open_globals: the host's globals, the module's objects");
+  lua_close(L);
   test_made_while_closing(dir);
   rmdir(dir);
   return tap_done();

@@ -204,6 +204,35 @@ static void test_kick_cuts_body_reads_short(void) {
         "the previous disposition is back");
 }
 
+/* Until the body stops, the kick repeats, backing off (0.2 ms doubling to
+** 64 ms): over 600 ms about 16 kicks, each one EINTR; not one, not thousands. */
+static void test_kick_repeats_and_backs_off(void) {
+  lg_frame f;
+  int fds[2], kicks = 0;
+  char c;
+  pid_t child;
+  set_disposition(SIGTERM, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  if (pipe(fds) != 0) return;
+  child = fork();
+  if (child == 0) {
+    sleep_ms(600);
+    if (write(fds[1], "x", 1) != 1) _exit(1);
+    _exit(0);
+  }
+  kill(getpid(), SIGTERM);
+  while (read(fds[0], &c, 1) < 0 && errno == EINTR) kicks++;
+  lg_signal_kick_stop();
+  waitpid(child, NULL, 0);
+  close(fds[0]);
+  close(fds[1]);
+  CHECK(kicks >= 5, "the kick repeats while the body has not stopped");
+  CHECK(kicks <= 60, "backing off");
+  nseen = 0;
+  lg_frame_close(&f, 1);
+  CHECK_INT(1, nseen, "the signal re-delivered after");
+}
+
 /* The kick's own signal: one a program handles is left alone, and the one
 ** taken is given back at the outermost close. */
 static void test_kick_signal_is_borrowed(void) {
@@ -291,6 +320,7 @@ int main(void) {
   test_arrival_order_not_signal_order();
   test_nesting_and_hand_off();
   test_kick_cuts_body_reads_short();
+  test_kick_repeats_and_backs_off();
   test_kick_signal_is_borrowed();
   test_fallback_flips_restart_for_cleanups();
   test_forked_child();

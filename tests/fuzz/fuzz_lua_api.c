@@ -204,14 +204,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (here < 0 || chdir(sandbox) != 0) fail("chdir", "");
   fds = test_count_fds();
   luaL_openlibs(L);
-  luaL_requiref(L, "luaguard", luaopen_luaguard, 0);
-  lua_getfield(L, -1, "lock");
-  lua_setglobal(L, "lock");
-  lua_getfield(L, -1, "ErrorHandler");
-  lua_setglobal(L, "ErrorHandler");
-  lua_getfield(L, -1, "ExitHandler");
-  lua_setglobal(L, "ExitHandler");
-  lua_pop(L, 1);
+  luaguard_open_globals(L);
   lua_register(L, "kill", lua_kill_self);
 
   /* the program text lives in a second state, so it outlives L for reports */
