@@ -105,8 +105,9 @@ workspace "luaguard"
     linkoptions { "-fsanitize=address,undefined" }
   filter {}
 
-local CORE = { "src/core/lg_signal.c", "src/core/lg_lock.c" }
-local BINDING = { "src/lua/lg_module.c", "src/lua/lg_lockfile.c", "src/lua/lg_handler.c" }
+local CORE = { "src/core/lg_pid.c", "src/core/lg_signal.c", "src/core/lg_lock.c" }
+local BINDING = { "src/lua/lg_common.c", "src/lua/lg_guard.c", "src/lua/lg_handler.c",
+                  "src/lua/lg_lockfile.c", "src/lua/lg_module.c" }
 local EMBED = { "src/lua/lg_embed.c", BUILD .. "/gen/lg_embedded.c" }
 
 local function all(...)
@@ -155,12 +156,12 @@ project "luaguard"
 project "test_signal_core"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
-  files { "tests/c/test_signal_core.c", "src/core/lg_signal.c" }
+  files { "tests/c/test_signal_core.c", "src/core/lg_signal.c", "src/core/lg_pid.c" }
 
 project "test_lock_core"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
-  files { "tests/c/test_lock_core.c", "src/core/lg_lock.c", "src/core/lg_signal.c" }
+  files { "tests/c/test_lock_core.c", "src/core/lg_lock.c", "src/core/lg_pid.c" }
 
 -- A C program embedding Lua and luaguard through the public header.
 project "test_embed"
@@ -188,7 +189,7 @@ project "lock_probe"
 project "bench_handoff"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
-  files { "tests/bench/handoff.c", "src/core/lg_lock.c", "src/core/lg_signal.c" }
+  files { "tests/bench/handoff.c", "src/core/lg_lock.c", "src/core/lg_pid.c" }
 
 project "bench_alternate"
   kind "ConsoleApp"
@@ -232,5 +233,5 @@ local function fuzz_target(name, sources, libs)
       linkoptions { "-fsanitize=fuzzer" }
     filter {}
 end
-fuzz_target("fuzz_lock_path", { "src/core/lg_lock.c", "src/core/lg_signal.c" })
+fuzz_target("fuzz_lock_path", { "src/core/lg_lock.c", "src/core/lg_pid.c" })
 fuzz_target("fuzz_lua_api", {}, { "luaguard_static", "lua5.4", "m", "dl" })

@@ -18,7 +18,7 @@
 #ifndef _WIN32
 
 #include "lg_lock.h"
-#include "lg_signal.h"
+#include "lg_pid.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,7 +62,7 @@ void lg_lock_init(lg_lock *lk) {
 }
 
 int lg_lock_is_held(const lg_lock *lk) {
-  return lk->fd >= 0 && lk->owner == lg_signal_pid();
+  return lk->fd >= 0 && lk->owner == lg_pid();
 }
 
 static lg_lock *find_held(dev_t dev, ino_t ino) {
@@ -167,7 +167,7 @@ static int release_matching(const void *context, int all_contexts) {
     lg_lock *lk;
     pthread_mutex_lock(&table_mutex);
     for (lk = held_locks; lk != NULL; lk = lk->next_held)
-      if ((all_contexts || lk->context == context) && lk->owner == lg_signal_pid()) break;
+      if ((all_contexts || lk->context == context) && lk->owner == lg_pid()) break;
     pthread_mutex_unlock(&table_mutex);
     if (lk == NULL) return released;
     lg_lock_release(lk, lk->path);   /* unlinks it from held_locks */
@@ -215,7 +215,7 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
   if (held_locks != NULL &&
       fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
       (holder = find_held(st.st_dev, st.st_ino)) != NULL) {
-    failure->holder = lg_signal_pid();
+    failure->holder = lg_pid();
     failure->same_context = lk->context != NULL && holder->context == lk->context;
     return TRY_BUSY;
   }
@@ -250,7 +250,7 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
   }
   if ((holder = find_held(st.st_dev, st.st_ino)) != NULL) {  /* raced into our own file */
     park_fd(st.st_dev, st.st_ino, fd);
-    failure->holder = lg_signal_pid();
+    failure->holder = lg_pid();
     failure->same_context = lk->context != NULL && holder->context == lk->context;
     return TRY_BUSY;
   }
@@ -276,7 +276,7 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
   lk->fd = fd;
   lk->dev = st.st_dev;
   lk->ino = st.st_ino;
-  lk->owner = lg_signal_pid();
+  lk->owner = lg_pid();
   lk->next_held = held_locks;
   held_locks = lk;
   register_exit_release();
@@ -359,7 +359,7 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   if (lk->fd < 0) return 0;
   base = lk->dirfd == AT_FDCWD || base == NULL ? path : base + 1;
   pthread_mutex_lock(&table_mutex);
-  if (lk->owner == lg_signal_pid() && unlinkat(lk->dirfd, base, 0) != 0) {
+  if (lk->owner == lg_pid() && unlinkat(lk->dirfd, base, 0) != 0) {
     rc = -1;
     err = errno;
   }
@@ -367,7 +367,7 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   close(lk->fd);            /* drops this process's lock on the file */
   if (lk->dirfd != AT_FDCWD) close(lk->dirfd);
   forget_held(lk);
-  if (lk->owner == lg_signal_pid()) close_parked(lk->dev, lk->ino);
+  if (lk->owner == lg_pid()) close_parked(lk->dev, lk->ino);
   pthread_mutex_unlock(&table_mutex);
   lk->fd = -1;
   lk->dirfd = -1;

@@ -1,36 +1,54 @@
 /*
 ** lg_signal.c — the signal-deferral core.
 **
-** A process-wide stack of armed frames (a volatile list, as git's tempfile.c
-** keeps one). While at least one frame is armed, one sigaction handler serves
-** the six handled signals; it only appends to the innermost frame's record and,
-** unless cleanups are running, asks that frame's owner to stop its body (the
-** Lua binding does that with lua_sethook, as lua.c's laction does). Everything
-** else happens in normal code: cleanups, then hand-off to the next older frame,
-** or, for the outermost frame, restoring the previous dispositions and
-** re-delivering every signal in arrival order (git's sigchain: pop, re-raise).
+** The machine (tests/model/deferral.pml checks it with spin; the functions
+** below carry its transition names):
+**
+**   arm            link a frame as the newest; the first frame of the process
+**                  installs our handler (dispositions: restored -> caught)
+**   route          where a signal goes, on arrival or when a closing frame
+**                  passes its record on: to the innermost CLEANING frame
+**                  (recorded only: deferred for everyone, frames armed by the
+**                  cleanups included), else to the newest frame, which turns
+**                  STOPPING and is asked to stop (its interrupt callback)
+**   begin_cleanup  a frame's cleanups start: signals are deferred to it
+**   close          unlink, in any order; the record is routed again, or, when
+**                  the last frame of the process goes, the saved dispositions
+**                  come back (caught -> restored) and every recorded signal is
+**                  re-delivered in arrival order (git's sigchain: pop, re-raise)
+**
+** The list is shared by every thread and by the handler, so it has a lock:
+** one word taken with an atomic exchange (lock-free, so the handler may use
+** it). Normal code spins for it; the handler never does: when the list is
+** busy it leaves the signal in a small pending ring, and whoever gives the
+** lock back routes what is pending. A frame is unlinked only under the lock,
+** so the handler never follows a frame that is being freed.
 **
 ** SA_RESTART, and the kick. Cleanups are never interrupted: a signal that
 ** arrives while one runs must not cut its read short, so our handler is
-** installed with SA_RESTART. A body, though, must stop early even inside a
-** blocking call. So when the handler stops a body it also starts the kick: a
-** one-shot timer aimed at the armed thread, whose signal (a real-time one
+** installed with SA_RESTART. A body must stop early even inside a blocking
+** call, though, so when a signal asks a body to stop, the kick starts: a
+** one-shot timer aimed at the arming thread, whose signal (a real-time one
 ** nobody else handles) has an empty handler *without* SA_RESTART. The call
-** the first signal restarted returns EINTR at the kick (0.2 ms later), and
-** the kick repeats, backing off, until the body has stopped
-** (lg_signal_kick_stop). That also closes the window where a signal lands
-** just before a blocking call and the hook could only act once it returned.
-** The earlier way, no SA_RESTART in bodies and the handlers re-installed with
-** it around every cleanup, cost 12 rt_sigaction per close that runs cleanups:
-** 3/4 of an ExitHandler cycle (scripts/bench). A nested frame now arms and
-** closes, cleanups or not, with no system call. Where no timer can be had
-** (timer_create refused), that earlier way is still there as the fallback.
+** the first signal restarted returns EINTR at the kick (0.2 ms later), and the
+** kick repeats, backing off, until the body has stopped (lg_signal_kick_stop).
+** So a frame arms, runs its cleanups and closes with no system call. Where no
+** timer can be had, the handler is installed without SA_RESTART and switched
+** to it while any frame is CLEANING (the fallback).
+**
+** SIGPIPE. While a frame is CLEANING, a cleanup that writes to a closed pipe
+** must get EPIPE (logged like any failure) rather than kill the process in
+** the middle of the rollback. So while frames are armed, a SIGPIPE at SIG_DFL
+** is ours too: during cleanups it is dropped; otherwise it is re-raised at
+** SIG_DFL, as if we were not there. Children exec'd meanwhile get SIG_DFL (an
+** ignored SIGPIPE would be inherited).
 */
 #define _GNU_SOURCE   /* SIGEV_THREAD_ID and gettid: the kick targets a thread */
 #include "lg_signal.h"
+#include "lg_pid.h"
 
 #include <errno.h>
-#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -39,6 +57,7 @@
 
 #define KICK_FIRST_NS 200000L     /* 0.2 ms after the signal, then doubling */
 #define KICK_MAX_NS 64000000L     /* up to 64 ms: a body stuck in C is not polled hard */
+#define PENDING_MAX 64            /* signals arriving while the list is locked */
 
 const int lg_signals[LG_SIGNAL_COUNT] = {
   SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGXCPU, SIGXFSZ
@@ -47,30 +66,37 @@ static const char *const signal_names[LG_SIGNAL_COUNT] = {
   "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGXFSZ"
 };
 
-static lg_frame *volatile top_frame;             /* innermost armed frame */
+/* Shared with the handler. */
+static lg_frame *volatile top_frame;             /* newest frame, any process */
+static volatile int list_lock;                   /* atomic: 0 free, 1 held */
 static volatile sig_atomic_t arrivals;           /* handled arrivals, ever */
-static volatile sig_atomic_t cleaning_depth;     /* frames deferring signals */
-static int restart_depth;                        /* frames whose calls restart */
+static volatile sig_atomic_t cleaning_count;     /* this process's CLEANING frames */
+static volatile sig_atomic_t pending[PENDING_MAX];   /* 0: slot not written yet */
+static volatile unsigned pending_head, pending_tail; /* atomic */
+static volatile sig_atomic_t pending_lost[LG_SIGNAL_COUNT];
 
-/* Normal-code state: touched only outside the signal handler. */
-static int installed;                            /* our handler is in place */
-static int installed_for[LG_SIGNAL_COUNT];       /* not SIG_IGN when armed */
+/* Normal-code state (the handler reads installed_for and saved only when it
+** finds no frame of its process: a forked child). */
+static volatile sig_atomic_t installed;
+static volatile sig_atomic_t installed_for[LG_SIGNAL_COUNT];
 static struct sigaction saved[LG_SIGNAL_COUNT];  /* what we replaced */
-static pid_t cached_pid;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int pipe_installed;
+static struct sigaction pipe_saved;
+static lg_record orphans;     /* routed when no frame was left: delivered by normal code */
 
-/* The kick (see the top). kick_signal 0: none, the SA_RESTART-flip fallback;
-** nonzero only while kick_timer is this process's timer for it (the handler
-** reads both). */
-static int kick_wanted = 1;                      /* lg_signal_use_kick */
+/* The kick (see the top). kick_signal is nonzero only while kick_timer is
+** this process's timer for it (the handler reads both). */
+static int kick_wanted = 1;
 static volatile sig_atomic_t kick_signal;
-static struct sigaction kick_saved;              /* its disposition before us */
+static struct sigaction kick_saved;
 static timer_t kick_timer;
-static int kick_timer_signal;                    /* the signal it was made for */
+static int kick_timer_signal;
 static pid_t kick_timer_owner;                   /* timers are not inherited */
 static volatile sig_atomic_t kick_active;
 static volatile sig_atomic_t kick_delay_ns;
 static volatile sig_atomic_t kick_used;          /* since install */
+
+static void on_signal(int sig);
 
 
 int lg_signal_index(int sig) {
@@ -86,26 +112,10 @@ const char *lg_signal_name(int sig) {
 }
 
 unsigned long lg_signal_arrivals(void) { return (unsigned long)arrivals; }
-int lg_signal_cleaning(void) { return cleaning_depth > 0; }
+int lg_signal_cleaning(void) { return cleaning_count > 0; }
 
 
-/*
-** getpid() is a system call; arming a nested frame must cost none. The pid is
-** cached and refreshed in a forked child by an atfork handler (fork() from
-** any Lua binding goes through libc's fork, which runs it).
-*/
-static void refresh_pid(void) {
-  cached_pid = getpid();
-  kick_active = 0;          /* a forked child has no timer running */
-}
-static void register_atfork(void) { pthread_atfork(NULL, NULL, refresh_pid); }
-
-pid_t lg_signal_pid(void) {
-  pthread_once(&atfork_once, register_atfork);
-  if (cached_pid == 0) refresh_pid();
-  return cached_pid;
-}
-
+/* ---- records ---- */
 
 static void record_append(lg_record *r, int sig) {
   int i = lg_signal_index(sig);
@@ -145,17 +155,7 @@ int lg_record_list(const lg_record *r, int *out) {
 }
 
 
-/* The innermost frame owned by pid, from f down. */
-static lg_frame *own_frame_from(lg_frame *f, pid_t pid) {
-  while (f != NULL && f->owner != pid) f = f->outer;
-  return f;
-}
-
-lg_frame *lg_frame_top(void) { return own_frame_from(top_frame, lg_signal_pid()); }
-lg_frame *lg_frame_outer(const lg_frame *f) {
-  return own_frame_from(f->outer, lg_signal_pid());
-}
-
+/* ---- the kick ---- */
 
 /* Signal-handler context too: timer_settime is async-signal-safe. */
 static void kick_arm(long ns) {
@@ -180,7 +180,7 @@ static void on_kick(int sig) {
 }
 
 static void kick_start(void) {
-  if (kick_signal == 0 || kick_active) return;
+  if (kick_signal == 0 || kick_active || cleaning_count > 0) return;
   kick_active = 1;
   kick_used = 1;
   kick_delay_ns = KICK_FIRST_NS;
@@ -196,54 +196,11 @@ void lg_signal_kick_stop(void) {
 int lg_signal_kick_signal(void) { return kick_signal; }
 void lg_signal_use_kick(int enabled) { kick_wanted = enabled; }
 
-/*
-** The handler. Async-signal-safe only: getpid, sigaction, kill,
-** timer_settime, and writes to sig_atomic_t state; the interrupt callback
-** obeys the same rule. Our six signals are in sa_mask, so it never runs
-** nested with itself.
-*/
-static void on_signal(int sig) {
-  int saved_errno = errno;
-  lg_frame *f = own_frame_from(top_frame, getpid());
-  if (f == NULL) {
-    /* A forked child that inherited our handler, or a signal racing the last
-    ** close: behave as if we were not there. Blocked until we return. */
-    int i = lg_signal_index(sig);
-    if (i >= 0) sigaction(sig, &saved[i], NULL);
-    kill(getpid(), sig);
-  }
-  else {
-    record_append(&f->record, sig);
-    arrivals++;
-    if (cleaning_depth == 0 && f->interrupt != NULL) {
-      f->interrupt(f->interrupt_ud);
-      kick_start();         /* a blocking call restarted: cut it short */
-    }
-  }
-  errno = saved_errno;
-}
-
-/* Point every signal we handle at on_signal, restarting or not. */
-static int set_handler_flags(int restart) {
-  struct sigaction sa;
-  int i, rc = 0;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  for (i = 0; i < LG_SIGNAL_COUNT; i++) sigaddset(&sa.sa_mask, lg_signals[i]);
-  /* Fallback only (no kick): no SA_RESTART while a body runs, so a blocking
-  ** call returns early; SA_RESTART while cleanups run. */
-  sa.sa_flags = restart ? SA_RESTART : 0;
-  for (i = 0; i < LG_SIGNAL_COUNT; i++)
-    if (installed_for[i] && sigaction(lg_signals[i], &sa, NULL) != 0) rc = -1;
-  return rc;
-}
-
 /* A timer sending sig to this thread, made once per process. Call with
 ** kick_signal 0: the handler must not use kick_timer while it changes. */
 static int kick_make_timer(int sig) {
   struct sigevent ev;
-  pid_t pid = lg_signal_pid();
+  pid_t pid = lg_pid();
   if (kick_timer_owner == pid && kick_timer_signal == sig) return 0;
   if (kick_timer_owner == pid) timer_delete(kick_timer);
   kick_timer_owner = 0;
@@ -292,6 +249,16 @@ static void kick_install(void) {
   else kick_signal = taken;
 }
 
+/* Put back what 'old' replaced unless the program changed it meanwhile (then
+** its own disposition stays). */
+static int give_back(int sig, const struct sigaction *before, void (*ours)(int)) {
+  struct sigaction now;
+  if (sigaction(sig, before, &now) != 0) return -1;
+  if (now.sa_handler != ours || (now.sa_flags & SA_SIGINFO))
+    sigaction(sig, &now, NULL);
+  return 0;
+}
+
 /* Stop the kick and give its signal back; one still pending (only if the
 ** program blocks it) is taken first, or SIG_DFL would end the process. */
 static void kick_uninstall(void) {
@@ -306,37 +273,70 @@ static void kick_uninstall(void) {
     sigaddset(&only, sig);
     sigtimedwait(&only, NULL, &none);
   }
-  sigaction(sig, &kick_saved, NULL);
+  give_back(sig, &kick_saved, on_kick);
+}
+
+
+/* ---- dispositions ---- */
+
+/* SIGPIPE while frames are armed (see the top): dropped during cleanups,
+** otherwise what SIG_DFL would do. */
+static void on_pipe(int sig) {
+  if (cleaning_count > 0) return;           /* the write fails with EPIPE */
+  sigaction(sig, &pipe_saved, NULL);        /* SIG_DFL */
+  raise(sig);               /* blocked until we return, then it ends the process */
+}
+
+static void fill_action(struct sigaction *sa, void (*handler)(int), int restart) {
+  int i;
+  memset(sa, 0, sizeof *sa);
+  sa->sa_handler = handler;
+  sigemptyset(&sa->sa_mask);
+  for (i = 0; i < LG_SIGNAL_COUNT; i++) sigaddset(&sa->sa_mask, lg_signals[i]);
+  sa->sa_flags = restart ? SA_RESTART : 0;
+}
+
+/* Whether blocking calls restart after our handler: always with a kick; in
+** the fallback only while cleanups run. */
+static int want_restart(void) { return kick_signal != 0 || cleaning_count > 0; }
+
+/* Fallback only: switch SA_RESTART on every signal we handle. */
+static int set_restart(int restart) {
+  struct sigaction sa;
+  int i, rc = 0;
+  fill_action(&sa, on_signal, restart);
+  for (i = 0; i < LG_SIGNAL_COUNT; i++)
+    if (installed_for[i] && sigaction(lg_signals[i], &sa, NULL) != 0) rc = -1;
+  return rc;
 }
 
 static int restore_dispositions(void) {
   int i, rc = 0, err = 0;
   kick_uninstall();
   for (i = 0; i < LG_SIGNAL_COUNT; i++) {
-    if (installed_for[i] && sigaction(lg_signals[i], &saved[i], NULL) != 0) {
+    if (installed_for[i] && give_back(lg_signals[i], &saved[i], on_signal) != 0) {
       rc = -1;
       err = errno;
     }
     installed_for[i] = 0;
   }
+  if (pipe_installed) give_back(SIGPIPE, &pipe_saved, on_pipe);
+  pipe_installed = 0;
   installed = 0;
   if (rc != 0) errno = err;
   return rc;
 }
 
 /*
-** First frame of the process: install, one sigaction per signal; one that was
-** SIG_IGN (nohup) is put back and left alone.
+** First frame of the process: one sigaction per signal; one that was SIG_IGN
+** (nohup) is put back and left alone. SIGPIPE is taken only from SIG_DFL (a
+** program's own handler or SIG_IGN already keeps a cleanup alive).
 */
 static int install(void) {
   struct sigaction sa;
   int i;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  for (i = 0; i < LG_SIGNAL_COUNT; i++) sigaddset(&sa.sa_mask, lg_signals[i]);
   kick_install();
-  sa.sa_flags = kick_signal != 0 || restart_depth > 0 ? SA_RESTART : 0;
+  fill_action(&sa, on_signal, want_restart());
   for (i = 0; i < LG_SIGNAL_COUNT; i++) {
     if (sigaction(lg_signals[i], &sa, &saved[i]) != 0) {
       int err = errno;
@@ -350,117 +350,295 @@ static int install(void) {
       installed_for[i] = 0;
     }
   }
+  fill_action(&sa, on_pipe, 1);
+  if (sigaction(SIGPIPE, &sa, &pipe_saved) == 0) {
+    pipe_installed = 1;
+    if (pipe_saved.sa_handler != SIG_DFL || (pipe_saved.sa_flags & SA_SIGINFO)) {
+      sigaction(SIGPIPE, &pipe_saved, NULL);
+      pipe_installed = 0;
+    }
+  }
   installed = 1;
   return 0;
 }
 
 
-int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, void *ud) {
-  pid_t pid = lg_signal_pid();
+/* ---- the list, its lock, and routing ---- */
+
+static int lock_try(void) {
+  return __atomic_exchange_n(&list_lock, 1, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* Normal code only. The holder is another thread's normal code (never this
+** thread's: the handler does not spin), so it lets go soon. */
+static void lock_take(void) {
+  while (!lock_try()) sched_yield();
+}
+
+static int own_frame_exists(pid_t pid) {
+  lg_frame *f;
+  for (f = top_frame; f != NULL; f = f->older)
+    if (f->owner == pid) return 1;
+  return 0;
+}
+
+/*
+** route (lock held): see the top. Returns the frame it went to, or NULL when
+** this process has no frame left (the caller delivers it).
+*/
+static lg_frame *route(int sig, pid_t pid) {
+  lg_frame *f, *newest = NULL;
+  for (f = top_frame; f != NULL; f = f->older) {
+    if (f->owner != pid) continue;
+    if (newest == NULL) {
+      newest = f;
+      if (cleaning_count == 0) break;
+    }
+    if (f->state == LG_FRAME_CLEANING) {    /* deferred for everyone */
+      record_append(&f->record, sig);
+      return f;
+    }
+  }
+  if (newest == NULL) return NULL;
+  record_append(&newest->record, sig);
+  if (newest->state == LG_FRAME_ARMED) newest->state = LG_FRAME_STOPPING;
+  if (newest->interrupt != NULL) {
+    newest->interrupt(newest);    /* lands in the binding: lg_guard.c's guard_interrupt */
+    kick_start();                 /* a blocking call restarted: cut it short */
+  }
+  return newest;
+}
+
+/* A signal with no frame of ours to go to (a forked child that inherited our
+** handler, or one racing the last close): as if we were not there. */
+static void deliver_unowned(int sig) {
+  int i = lg_signal_index(sig);
+  if (installed && i >= 0 && installed_for[i]) sigaction(sig, &saved[i], NULL);
+  kill(getpid(), sig);
+}
+
+/* Signal-handler context: reserve a slot in the pending ring, or count the
+** signal when it is full (its order among the pending is then lost). */
+static void pending_push(int sig) {
+  unsigned tail;
+  for (;;) {
+    unsigned head = __atomic_load_n(&pending_head, __ATOMIC_ACQUIRE);
+    tail = __atomic_load_n(&pending_tail, __ATOMIC_ACQUIRE);
+    if (tail - head >= PENDING_MAX) {
+      int i = lg_signal_index(sig);
+      if (i >= 0) __atomic_fetch_add(&pending_lost[i], 1, __ATOMIC_ACQ_REL);
+      return;
+    }
+    if (__atomic_compare_exchange_n(&pending_tail, &tail, tail + 1, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      break;
+  }
+  __atomic_store_n(&pending[tail % PENDING_MAX], sig, __ATOMIC_RELEASE);
+}
+
+static int pending_any(void) {
+  int i;
+  if (__atomic_load_n(&pending_head, __ATOMIC_ACQUIRE) !=
+      __atomic_load_n(&pending_tail, __ATOMIC_ACQUIRE))
+    return 1;
+  for (i = 0; i < LG_SIGNAL_COUNT; i++)
+    if (__atomic_load_n(&pending_lost[i], __ATOMIC_ACQUIRE) != 0) return 1;
+  return 0;
+}
+
+/* Route what is pending (lock held). From the handler an unowned signal is
+** delivered at once; from normal code it joins the orphans. */
+static void drain(pid_t pid, int in_handler) {
+  int i;
+  for (;;) {
+    unsigned head = __atomic_load_n(&pending_head, __ATOMIC_ACQUIRE);
+    int sig;
+    if (head == __atomic_load_n(&pending_tail, __ATOMIC_ACQUIRE)) break;
+    while ((sig = __atomic_load_n(&pending[head % PENDING_MAX], __ATOMIC_ACQUIRE)) == 0) {}
+    __atomic_store_n(&pending[head % PENDING_MAX], 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&pending_head, head + 1, __ATOMIC_RELEASE);
+    if (route(sig, pid) == NULL) {
+      if (in_handler) deliver_unowned(sig);
+      else record_append(&orphans, sig);
+    }
+  }
+  for (i = 0; i < LG_SIGNAL_COUNT; i++) {
+    while (__atomic_load_n(&pending_lost[i], __ATOMIC_ACQUIRE) > 0) {
+      __atomic_fetch_sub(&pending_lost[i], 1, __ATOMIC_ACQ_REL);
+      if (route(lg_signals[i], pid) == NULL) {
+        if (in_handler) deliver_unowned(lg_signals[i]);
+        else record_append(&orphans, lg_signals[i]);
+      }
+    }
+  }
+}
+
+/* Let go of the lock; whatever arrived meanwhile is routed by whoever holds
+** it next, or here. */
+static void lock_give(pid_t pid, int in_handler) {
+  for (;;) {
+    __atomic_store_n(&list_lock, 0, __ATOMIC_RELEASE);
+    if (!pending_any() || !lock_try()) return;
+    drain(pid, in_handler);
+  }
+}
+
+/* Normal code, no lock held: deliver the orphans, in arrival order. */
+static void deliver_orphans(void) {
+  int list[LG_RECORD_LIST_MAX], n, i;
+  if (orphans.length == 0) return;
+  lock_take();
+  n = lg_record_list(&orphans, list);
+  memset(&orphans, 0, sizeof orphans);
+  lock_give(lg_pid(), 0);
+  for (i = 0; i < n; i++) deliver_unowned(list[i]);
+}
+
+/*
+** The handler. Async-signal-safe only: getpid, sigaction, kill, raise,
+** timer_settime, lock-free atomics and sig_atomic_t state; the interrupt
+** callback obeys the same rule. Our six signals are in sa_mask, so it never
+** runs nested with itself in one thread.
+*/
+static void on_signal(int sig) {
+  int saved_errno = errno;
+  pid_t pid = getpid();
+  arrivals++;
+  if (!lock_try()) pending_push(sig);       /* the holder routes it */
+  else {
+    if (route(sig, pid) == NULL) deliver_unowned(sig);
+    lock_give(pid, 1);
+  }
+  errno = saved_errno;
+}
+
+
+/* ---- transitions ---- */
+
+/* In a forked child: no timer, no kick, no cleanup of ours running, and the
+** lock (held, perhaps, by a thread that does not exist here) is free. */
+static void after_fork(void) {
+  kick_active = 0;
+  cleaning_count = 0;
+  list_lock = 0;
+  pending_head = pending_tail = 0;
+  memset((void *)pending, 0, sizeof pending);
+  memset((void *)pending_lost, 0, sizeof pending_lost);
+}
+
+int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt) {
+  static int fork_hooked;
+  pid_t pid = lg_pid();
+  int rc = 0;
+  if (!fork_hooked) {
+    lg_pid_on_fork(after_fork);
+    fork_hooked = 1;
+  }
   memset(f, 0, sizeof *f);
   f->owner = pid;
   f->interrupt = interrupt;
-  f->interrupt_ud = ud;
-  /* A forked child inherits 'installed' and our handler with it, but not
-  ** the kick's timer: it makes its own, or falls back to flipping. */
-  if (!installed) {
-    if (install() != 0) return -1;
-  }
+  f->state = LG_FRAME_ARMED;
+  lock_take();
+  if (!installed) rc = install();
   else if (kick_signal != 0 && kick_timer_owner != pid) {
+    /* a forked child inherits our handler, not the kick's timer */
     int sig = kick_signal;
     kick_signal = 0;
     if (kick_make_timer(sig) == 0) kick_signal = sig;
-    else if (set_handler_flags(restart_depth > 0) != 0) return -1;
+    else rc = set_restart(want_restart());
   }
-  f->outer = top_frame;
-  top_frame = f;            /* linked only once complete: one pointer store */
-  f->linked = 1;
-  return 0;
+  if (rc == 0) {
+    f->older = top_frame;
+    if (top_frame != NULL) top_frame->newer = f;
+    top_frame = f;          /* linked only once complete */
+  }
+  else f->state = LG_FRAME_CLOSED;
+  lock_give(pid, 0);
+  deliver_orphans();
+  return rc;
 }
 
-int lg_frame_defer(lg_frame *f) {
-  if (f->deferring || !f->linked) return 0;
-  f->deferring = 1;
-  cleaning_depth++;         /* before the kick stops: a signal now starts none */
-  lg_signal_kick_stop();
-  return 0;
-}
-
-int lg_frame_begin_cleanup(lg_frame *f) {
-  lg_frame_defer(f);
-  if (f->restarting || !f->linked) return 0;
-  f->restarting = 1;
-  /* Cleanups are never interrupted: a read in one must not fail with EINTR.
-  ** With the kick our handler has SA_RESTART already; without, switch. */
-  if (restart_depth++ == 0 && installed && kick_signal == 0) return set_handler_flags(1);
-  return 0;
+void lg_frame_begin_cleanup(lg_frame *f) {
+  pid_t pid = lg_pid();
+  if (f->state == LG_FRAME_CLEANING || f->state == LG_FRAME_CLOSED) return;
+  lock_take();
+  f->state = LG_FRAME_CLEANING;
+  if (f->owner == pid && cleaning_count++ == 0) {
+    lg_signal_kick_stop();
+    if (installed && kick_signal == 0) set_restart(1);
+  }
+  lock_give(pid, 0);
+  deliver_orphans();
 }
 
 static void unlink_frame(lg_frame *f) {
-  if (top_frame == f) top_frame = f->outer;
-  else {
-    lg_frame *p = top_frame;
-    while (p != NULL && p->outer != f) p = p->outer;
-    if (p != NULL) p->outer = f->outer;
-  }
-  f->linked = 0;
+  if (f->newer != NULL) f->newer->older = f->older;
+  else top_frame = f->older;
+  if (f->older != NULL) f->older->newer = f->newer;
+  f->older = f->newer = NULL;
 }
 
+/* The process dies here with default dispositions: stdio first (death by a
+** signal skips exit's flush), with SIGPIPE held off so a closed stdout does
+** not change which signal it dies by. */
 static void deliver(const lg_record *r) {
   int list[LG_RECORD_LIST_MAX], n = lg_record_list(r, list), i;
+  struct sigaction ignore, before;
   if (n == 0) return;
-  fflush(NULL);             /* death by signal skips stdio's own flush */
+  memset(&ignore, 0, sizeof ignore);
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  if (sigaction(SIGPIPE, &ignore, &before) == 0) {
+    fflush(NULL);
+    sigaction(SIGPIPE, &before, NULL);
+  }
+  else fflush(NULL);
   for (i = 0; i < n; i++)
     kill(getpid(), list[i]);  /* not raise(): that targets one thread only */
 }
 
-/*
-** The hand-off writes into a record the handler may append to at the same
-** moment; our six signals are blocked for those few stores (only when there
-** is something to hand off, so a quiet nested close makes no system call).
-*/
-static void hand_off(const lg_record *from, lg_frame *to, int interrupt) {
-  int list[LG_RECORD_LIST_MAX], n = lg_record_list(from, list), i;
-  sigset_t block, old;
-  if (n == 0) return;
-  sigemptyset(&block);
-  for (i = 0; i < LG_SIGNAL_COUNT; i++) sigaddset(&block, lg_signals[i]);
-  sigprocmask(SIG_BLOCK, &block, &old);
-  for (i = 0; i < n; i++) record_append(&to->record, list[i]);
-  if (interrupt && cleaning_depth == 0 && to->interrupt != NULL)
-    to->interrupt(to->interrupt_ud);
-  sigprocmask(SIG_SETMASK, &old, NULL);
+int lg_frame_close(lg_frame *f) {
+  pid_t pid = lg_pid();
+  int rc = 0, last = 0;
+  if (f->state == LG_FRAME_CLOSED) return 0;
+  lock_take();
+  unlink_frame(f);
+  if (f->owner == pid) {
+    if (f->state == LG_FRAME_CLEANING && --cleaning_count == 0 &&
+        installed && kick_signal == 0)
+      rc = set_restart(0);
+    f->state = LG_FRAME_CLOSED;
+    lg_signal_kick_stop();
+    if (own_frame_exists(pid)) {
+      int list[LG_RECORD_LIST_MAX], n = lg_record_list(&f->record, list), i;
+      for (i = 0; i < n; i++) route(list[i], pid);
+    }
+    else {
+      last = 1;
+      rc = restore_dispositions();
+    }
+  }
+  else f->state = LG_FRAME_CLOSED;   /* forked child: never act for the parent */
+  {
+    int err = errno;
+    lock_give(pid, 0);
+    if (last) deliver(&f->record);
+    deliver_orphans();
+    errno = err;
+  }
+  return rc;
 }
 
-int lg_frame_close(lg_frame *f, int interrupt_outer) {
-  pid_t pid = lg_signal_pid();
-  lg_frame *outer;
-  int rc = 0, ended_restart = 0;
-  if (!f->linked) return 0;
-  if (f->owner != pid) {    /* forked child: never act for the parent */
-    unlink_frame(f);
-    return 0;
-  }
-  lg_signal_kick_stop();
-  if (f->deferring) {
-    f->deferring = 0;
-    cleaning_depth--;
-  }
-  if (f->restarting) {
-    f->restarting = 0;
-    ended_restart = (--restart_depth == 0);
-  }
-  outer = own_frame_from(f->outer, pid);
-  if (outer == NULL) {
-    /* Restore first, then unlink: a signal in between is still recorded in f,
-    ** or already meets the restored disposition. Either way none is lost. */
-    rc = restore_dispositions();
-    unlink_frame(f);
-    deliver(&f->record);
-    return rc;
-  }
-  unlink_frame(f);
-  if (ended_restart && installed && kick_signal == 0) rc = set_handler_flags(0);
-  hand_off(&f->record, outer, interrupt_outer);
-  return rc;
+lg_frame *lg_frame_top(void) {
+  pid_t pid = lg_pid();
+  lg_frame *f = top_frame;
+  while (f != NULL && f->owner != pid) f = f->older;
+  return f;
+}
+
+lg_frame *lg_frame_older(const lg_frame *f) {
+  pid_t pid = lg_pid();
+  lg_frame *o = f->older;
+  while (o != NULL && o->owner != pid) o = o->older;
+  return o;
 }

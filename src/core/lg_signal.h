@@ -1,6 +1,8 @@
 /*
-** lg_signal.h — the signal-deferral core: a stack of armed frames.
-** Pure C, no Lua headers. See lg_signal.c for the why.
+** lg_signal.h — the signal-deferral core: frames armed and closed in any
+** order, signals routed, deferred during cleanups and re-delivered.
+** Pure C, no Lua headers. The state machine is written down in
+** tests/model/deferral.pml (checked by spin); the names below are its names.
 */
 #ifndef LG_SIGNAL_H
 #define LG_SIGNAL_H
@@ -22,20 +24,30 @@ typedef struct lg_record {
   volatile sig_atomic_t counts[LG_SIGNAL_COUNT]; /* per signal, never dropped */
 } lg_record;
 
-/* Called from the signal handler when the innermost frame's body should stop:
-** it may touch only sig_atomic_t state, async-signal-safe calls, lua_sethook. */
-typedef void (*lg_interrupt_fn)(void *ud);
+/*
+** A frame's life (the model's FRAME_* states):
+**   ARMED     its block runs (or is suspended); a signal routed here stops it
+**   STOPPING  a signal was routed here: its owner has been asked to stop
+**   CLEANING  its cleanups run: every signal of the process is deferred to it
+**   CLOSED    unlinked; what it recorded went on (re-routed, or re-delivered)
+*/
+enum { LG_FRAME_CLOSED, LG_FRAME_ARMED, LG_FRAME_STOPPING, LG_FRAME_CLEANING };
 
-typedef struct lg_frame {
-  struct lg_frame *volatile outer;  /* next older armed frame */
-  lg_record record;
+typedef struct lg_frame lg_frame;
+
+/* Asks the owner of f to stop its block. Runs in the signal handler (or in
+** normal code when a close re-routes a signal): it may touch only
+** sig_atomic_t state, async-signal-safe calls and lua_sethook. */
+typedef void (*lg_interrupt_fn)(lg_frame *f);
+
+struct lg_frame {
+  lg_frame *volatile older;         /* the process's frames, newest first */
+  lg_frame *volatile newer;
+  lg_record record;                 /* signals routed to it, in arrival order */
+  volatile sig_atomic_t state;      /* LG_FRAME_* */
   pid_t owner;                      /* process that armed it */
-  lg_interrupt_fn interrupt;
-  void *interrupt_ud;
-  int linked;
-  int deferring;                    /* signals only recorded (defer/begin_cleanup) */
-  int restarting;                   /* and system calls restart (begin_cleanup) */
-} lg_frame;
+  lg_interrupt_fn interrupt;        /* NULL: record only */
+};
 
 /* The handled signals, in SPEC order; lg_signal_index(sig) is -1 for others. */
 extern const int lg_signals[LG_SIGNAL_COUNT];
@@ -44,37 +56,39 @@ int lg_signal_index(int sig);
 const char *lg_signal_name(int sig);
 
 /*
-** Arm f (its memory must stay valid until lg_frame_close). The first frame of a
-** process installs the handler for every handled signal not SIG_IGN and saves
-** what it replaced; a nested one costs no system call. 0, or -1 with errno.
+** arm: link f as the newest frame (f's memory must stay valid until
+** lg_frame_close). The first frame of a process installs the handler for
+** every handled signal not SIG_IGN (and SIGPIPE, see lg_signal.c) and saves
+** what it replaced; any other arm costs no system call. 0, or -1 with errno.
 */
-int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, void *ud);
-
-/* From now on signals are only recorded (no interrupt) and the kick stops;
-** no system call unless a kick was running. For a host about to close its
-** Lua state. Idempotent per frame. */
-int lg_frame_defer(lg_frame *f);
-
-/* As lg_frame_defer, and system calls that signals interrupt restart (our
-** handler has SA_RESTART; in the fallback without a kick timer, the first
-** such frame re-installs it so). Call before running cleanups. Idempotent
-** per frame. */
-int lg_frame_begin_cleanup(lg_frame *f);
+int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt);
 
 /*
-** Unlink f. In the process that armed it: hand its record to the next older
-** frame of this process (interrupting it unless told not to or it is cleaning);
-** with none left, flush stdio, restore the saved dispositions and re-deliver
-** every recorded signal, in arrival order (by default the process dies there).
-** In a forked child it only unlinks. Idempotent. 0, or -1 with errno when a
-** disposition could not be restored (delivery still happens).
+** begin_cleanup: f's cleanups are about to run (or, for a host's outer frame,
+** its Lua state is about to close). From now until f closes, every signal of
+** the process is recorded in the innermost CLEANING frame and interrupts
+** nothing, a blocking call restarts, and SIGPIPE is ignored. Idempotent.
 */
-int lg_frame_close(lg_frame *f, int interrupt_outer);
+void lg_frame_begin_cleanup(lg_frame *f);
 
-/* The next older armed frame of this process below f, or NULL. */
-lg_frame *lg_frame_outer(const lg_frame *f);
-/* The innermost armed frame of this process, or NULL. */
+/*
+** close: unlink f, in any order. What f recorded is routed again as if it
+** arrived now (to the innermost CLEANING frame, else to the newest frame,
+** which is asked to stop). With no frame of this process left: the saved
+** dispositions come back (one the program changed meanwhile is left as it
+** set it), stdio is flushed and every recorded signal is re-delivered in
+** arrival order (with default dispositions the process dies here). In a
+** forked child, a frame of the parent is only unlinked. Idempotent.
+** 0, or -1 with errno when a disposition could not be restored.
+*/
+int lg_frame_close(lg_frame *f);
+
+/* The frames of this process, newest first: lg_frame_top(), then
+** lg_frame_older(f) until NULL. Normal code only; a frame another thread
+** closes meanwhile is not to be followed (the binding runs Lua states one
+** thread each, and each walks only while it owns no lock on the list). */
 lg_frame *lg_frame_top(void);
+lg_frame *lg_frame_older(const lg_frame *f);
 
 /* Fill out[] with the record's signals in arrival order (overflowing arrivals
 ** once each, in first-arrival order); returns how many. out needs
@@ -83,13 +97,11 @@ int lg_record_list(const lg_record *r, int *out);
 
 /* Counts every handled arrival: a waiter compares before and after. */
 unsigned long lg_signal_arrivals(void);
-/* Nonzero while some frame runs cleanups (signals only recorded). */
+/* Nonzero while some frame is CLEANING (signals only recorded). */
 int lg_signal_cleaning(void);
-/* This process's pid, cached (refreshed in forked children). */
-pid_t lg_signal_pid(void);
 
-/* The body has stopped (its SignalExit is raised): stop kicking blocking
-** calls (see lg_signal.c). No system call unless a kick is running. */
+/* A body has stopped (its stop error is raised): stop kicking blocking calls
+** (see lg_signal.c). No system call unless a kick is running. */
 void lg_signal_kick_stop(void);
 /* The real-time signal the kick uses while a frame is armed; 0 for none
 ** (the fallback: no SA_RESTART in bodies, switched on for cleanups). */

@@ -88,8 +88,8 @@ static int msghandler(lua_State *L) {
   return 1;
 }
 
-/* In the REPL only, Ctrl-C interrupts the line as in lua.c (outside it the
-** outer guard frame owns SIGINT). */
+/* In the REPL with no handler armed, Ctrl-C interrupts the line as in lua.c
+** (while one is armed SIGINT is luaguard's, and stops the handlers). */
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
@@ -102,25 +102,32 @@ static void on_repl_interrupt(int sig) {
               LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
 }
 
-static void set_sigint(void (*handler)(int)) {
+/* Put lua.c's SIGINT handler in place if SIGINT is at its default; *before
+** gets what was there, to be put back by the caller. 1 if it was set. */
+static int set_repl_sigint(struct sigaction *before) {
   struct sigaction sa;
+  if (sigaction(SIGINT, NULL, before) != 0 || before->sa_handler != SIG_DFL ||
+      (before->sa_flags & SA_SIGINFO))
+    return 0;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = handler;
+  sa.sa_handler = on_repl_interrupt;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
+  return 1;
 }
 
 /* Call the function under narg args with the message handler below it. */
 static int docall(lua_State *L, int narg, int nres) {
-  int status, base = lua_gettop(L) - narg;
+  int status, base = lua_gettop(L) - narg, repl_sigint = 0;
+  struct sigaction before;
   lua_pushcfunction(L, msghandler);
   lua_insert(L, base);
   if (interactive) {
     repl_state = L;
-    set_sigint(on_repl_interrupt);
+    repl_sigint = set_repl_sigint(&before);
   }
   status = lua_pcall(L, narg, nres, base);
-  if (interactive) set_sigint(SIG_DFL);
+  if (repl_sigint) sigaction(SIGINT, &before, NULL);
   lua_remove(L, base);
   return status;
 }
@@ -382,23 +389,54 @@ static void print_results(lua_State *L) {
   }
 }
 
+static int stop_pending(lua_State *L) {
+  luaguard_stop_pending(L);
+  return 0;
+}
+
 /*
-** The REPL is not guarded by the outer frame: a line is interrupted by Ctrl-C
-** the way lua5.4 does it, and the session goes on.
+** A handled signal that reached an armed handler (at the prompt, or during a
+** line whose SignalExit was just reported) closes the armed handlers as by
+** the signal, and the process ends by it. Protected: cleanups run Lua.
+*/
+static void repl_check_signals(lua_State *L) {
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, stop_pending);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) report(L, LUA_ERRRUN);
+  lua_settop(L, top);
+}
+
+/* readline calls this when a read at the prompt was interrupted by a signal
+** it does not handle itself (the kick, or ours once readline re-raised it). */
+static int repl_signal_event(void) {
+  repl_check_signals(repl_state);
+  return 0;
+}
+
+/*
+** The REPL is not guarded by the outer frame: with no handler armed, a line
+** is interrupted by Ctrl-C the way lua5.4 does it, and the session goes on.
+** Handlers armed by -e or by a line stay armed across lines.
 */
 static void do_repl(lua_State *L) {
   int status;
   const char *oldprogname = progname;
   luaguard_outer_defer(L);
-  luaguard_outer_close();   /* signals recorded so far are re-delivered */
+  luaguard_outer_close();   /* signals recorded so far go on (or are re-delivered) */
   progname = NULL;
   interactive = 1;
+  repl_state = L;
   rl_readline_name = "luaguard";
-  while ((status = loadline(L)) != -1) {
+  rl_signal_event_hook = repl_signal_event;
+  for (;;) {
+    repl_check_signals(L);
+    if ((status = loadline(L)) == -1) break;
     if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
     if (status == LUA_OK) print_results(L);
     else report(L, status);
   }
+  repl_check_signals(L);
+  rl_signal_event_hook = NULL;
   interactive = 0;
   lua_settop(L, 0);
   fputs("\n", stdout);
@@ -471,11 +509,13 @@ int main(int argc, char **argv) {
   status = lua_pcall(L, 2, 1, 0);
   result = lua_toboolean(L, -1);
   report(L, status);
+  fflush(NULL);             /* as lua5.4: a closed stdout may end it here */
   /* Signals from here on are only recorded: closing the state closes what
   ** is still open (locks, handlers) uninterrupted; then, if a signal ended
-  ** the script, the process dies by it. */
+  ** the script, the process dies by it (in lua_close, where the module's
+  ** sentinel closes this frame last; the close below is for hosts without
+  ** the module). */
   luaguard_outer_defer(L);
-  fflush(NULL);
   lua_close(L);
   luaguard_outer_close();
   return (result && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;

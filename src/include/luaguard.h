@@ -17,7 +17,8 @@
 ** Signals: while a handler is armed, luaguard owns the dispositions of SIGTERM,
 ** SIGINT, SIGHUP, SIGQUIT, SIGXCPU and SIGXFSZ (those not SIG_IGN at arming);
 ** when the last handler closes it restores exactly what was there and
-** re-delivers what it received. The library assumes one thread runs Lua.
+** re-delivers what it received. Handlers may be closed in any order and
+** live in several Lua states; each state is run by one thread at a time.
 */
 #ifndef LUAGUARD_H
 #define LUAGUARD_H
@@ -68,14 +69,24 @@ LUAGUARD_API int luaopen_luaguard_core(lua_State *L);
 **                                   // here by that signal (128+N)
 **
 ** luaguard_outer_arm returns 0, or -1 with errno (sigaction failed).
-** luaguard_outer_signal returns the first signal the outer frame received, or 0.
 ** luaguard_outer_close returns 0 if there was nothing to re-deliver (or every
 ** re-delivered signal returned), -1 with errno if a disposition could not be
 ** restored. One outer frame per process.
 */
 LUAGUARD_API int luaguard_outer_arm(lua_State *L);
-LUAGUARD_API int luaguard_outer_signal(void);
 LUAGUARD_API void luaguard_outer_defer(lua_State *L);
 LUAGUARD_API int luaguard_outer_close(void);
+
+/*
+** For a host that runs chunks one after another (a REPL): call it after each
+** chunk and whenever a blocking read was interrupted. If a handled signal
+** has reached an armed handler of L's state (its SignalExit may have been
+** caught and reported instead of ending the process), every armed handler of
+** the state is closed as by that signal, newest first, and the last close
+** re-delivers it: with default dispositions the process dies there. Returns
+** 1 if it closed handlers (and the process lived on), 0 if nothing was
+** pending. Stack: [-0, +0, e]
+*/
+LUAGUARD_API int luaguard_stop_pending(lua_State *L);
 
 #endif

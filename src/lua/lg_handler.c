@@ -1,33 +1,6 @@
 /*
-** lg_handler.c — ErrorHandler / ExitHandler over the signal core, and the
-** host's outermost frame.
-**
-** A Guard is a core frame plus what Lua needs: the thread it was armed on (the
-** hook goes there, not to the main thread, so a guard armed in a coroutine is
-** reached) and the SignalExit on its way. The life of a signal:
-**
-**  1. The core's handler records it in the innermost frame and calls
-**     guard_interrupt, which only calls lua_sethook (count 1): the body stops
-**     at its very next instruction, in guard_hook.
-**  2. guard_hook raises a SignalExit and marks the guard in flight. From then
-**     on no second SignalExit is raised for that guard (a message handler, an
-**     xpcall's or lua.c's, runs before <close> variables are closed; raising
-**     again in there ends in "error in error handling"). The hook stays as a
-**     return hook only: when a pcall, xpcall or coroutine.resume returns while
-**     the guard is still open, the body swallowed the error, and the same
-**     object is raised again at the next instruction.
-**  3. Closing the guard runs the cleanups with the hook off and signals only
-**     recorded, then the core hands the record to the next older frame (the
-**     SignalExit goes on propagating to it) or, for the outermost, restores
-**     the dispositions and re-delivers.
-**
-** A body blocked in a system call (io.read) is reached by the core's kick:
-** the call returns EINTR, and the hook runs at the next instruction. The kick
-** also covers a signal landing just before the call blocks.
-**
-** Known limit: a coroutine that armed no guard is stopped when it yields or
-** returns to a thread that did (hooks are per thread, and hooking every
-** thread would cost the body a hook check per instruction).
+** lg_handler.c — the Handler type: ErrorHandler and ExitHandler, a LIFO
+** list of cleanups over a guard (lg_guard.c, which stops the block).
 */
 #include <errno.h>
 #include <limits.h>
@@ -36,27 +9,16 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "luaguard.h"
-#include "lg_binding.h"
-#include "lg_signal.h"
+#include "lg_common.h"
+#include "lg_guard.h"
+#include "lg_handler.h"
+#include "lg_pid.h"
 
 enum { ERROR_HANDLER, EXIT_HANDLER };
 enum { HANDLER_CLOSED, HANDLER_ARMED, HANDLER_CLOSING };
 
-typedef struct Guard {
-  lg_frame frame;                  /* first member: the core links it */
-  lua_State *thread;               /* armed there; kept alive by the handler */
-  const void *state;               /* its Lua state (the main thread) */
-  volatile sig_atomic_t in_flight; /* its SignalExit is on its way */
-  volatile sig_atomic_t closing;
-  volatile sig_atomic_t reraise;   /* a protected call swallowed it */
-  int signal_exit_ref;             /* registry ref of that SignalExit */
-  lua_Hook user_hook;              /* the script's own hook, put back after */
-  int user_mask, user_count;
-} Guard;
-
 typedef struct Handler {
-  Guard guard;
+  lg_guard guard;                  /* first member: a guard is its handler */
   int kind;
   int state;
   int ncleanups;                   /* registered and not yet run or dropped */
@@ -71,219 +33,17 @@ typedef struct Handler {
 ** that one table (scripts/bench, "handler cycle").
 */
 #define UV_CLEANUPS 1              /* nil, or { fn, args..., n, fn, args..., n } */
-#define UV_THREAD 2                /* the thread it was armed on */
+#define UV_THREAD 2                /* the thread it was armed on: kept alive */
+
+/* Registry: guard pointer -> its Handler, weak values (an armed handler can
+** still be collected), so the guard can close one it can no longer reach. */
+#define ARMED_KEY "luaguard.armed_handlers"
 
 #define toHandler(L, i) ((Handler *)luaL_checkudata(L, i, LG_HANDLER_MT))
 
 static const char *const kind_names[] = {"ErrorHandler", "ExitHandler"};
 
-/* The protected-call builtins, to tell a swallowed SignalExit (step 2). */
-static lua_CFunction pcall_fn, xpcall_fn, resume_fn;
-
-static Guard outer_guard;          /* the host's frame */
-
-static void guard_interrupt(void *ud);
-static void guard_hook(lua_State *L, lua_Debug *ar);
-
-
-static Guard *as_guard(lg_frame *f) {
-  return (f != NULL && f->interrupt == guard_interrupt) ? (Guard *)f : NULL;
-}
-
-/*
-** Signal-handler context: only lua_sethook and sig_atomic_t reads. Each
-** thread that has a guard gets the hook, so the body stops wherever it runs;
-** only the innermost guard of a thread decides, and one in flight is left be.
-*/
-static void guard_interrupt(void *ud) {
-  Guard *top = (Guard *)ud;
-  lg_frame *f, *g;
-  for (f = &top->frame; f != NULL; f = f->outer) {
-    Guard *o = as_guard(f);
-    int innermost = 1;
-    if (o == NULL || f->owner != top->frame.owner) continue;
-    for (g = &top->frame; g != f; g = g->outer) {
-      Guard *newer = as_guard(g);
-      if (newer != NULL && newer->thread == o->thread) innermost = 0;
-    }
-    if (innermost && !o->in_flight && !o->closing)
-      lua_sethook(o->thread, guard_hook, LUA_MASKCOUNT, 1);
-  }
-}
-
-/* The innermost open guard of this process armed on thread L. */
-static Guard *guard_of_thread(lua_State *L) {
-  lg_frame *f;
-  for (f = lg_frame_top(); f != NULL; f = lg_frame_outer(f)) {
-    Guard *g = as_guard(f);
-    if (g != NULL && g->thread == L && !g->closing) return g;
-  }
-  return NULL;
-}
-
-/* The first signal waiting for g: in its record or in a newer frame's (a
-** guard left armed in a suspended coroutine still stops the thread below). */
-static int pending_signal(Guard *g) {
-  lg_frame *f;
-  for (f = lg_frame_top(); f != NULL; f = lg_frame_outer(f)) {
-    if (f->record.length > 0) return f->record.order[0];
-    if (f == &g->frame) break;
-  }
-  return 0;
-}
-
-static void save_user_hook(Guard *g, lua_State *L) {
-  lua_Hook h = lua_gethook(L);
-  if (h == guard_hook) {    /* ours is in: keep what an outer guard saved */
-    Guard *outer = guard_of_thread(L);
-    if (outer != NULL && outer != g) {
-      g->user_hook = outer->user_hook;
-      g->user_mask = outer->user_mask;
-      g->user_count = outer->user_count;
-    }
-    return;
-  }
-  g->user_hook = h;
-  g->user_mask = lua_gethookmask(L);
-  g->user_count = lua_gethookcount(L);
-}
-
-static void restore_user_hook(Guard *g) {
-  if (lua_gethook(g->thread) == guard_hook)
-    lua_sethook(g->thread, g->user_hook, g->user_mask, g->user_count);
-}
-
-/* SignalExit: kind, signal, name; tostring "SignalExit: SIGTERM". */
-static void push_signal_exit(lua_State *L, int sig) {
-  const char *name = lg_signal_name(sig);
-  lg_push_error(L, "SignalExit", lua_pushfstring(L, "SignalExit: %s", name));
-  lua_remove(L, -2);
-  lua_pushinteger(L, sig);
-  lua_setfield(L, -2, "signal");
-  lua_pushstring(L, name);
-  lua_setfield(L, -2, "name");
-}
-
-/* Raise g's SignalExit (the same object each time); leave a return hook on. */
-static int raise_signal_exit(lua_State *L, Guard *g, int sig) {
-  if (g->signal_exit_ref == LUA_NOREF) {
-    push_signal_exit(L, sig);
-    lua_pushvalue(L, -1);
-    g->signal_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  else lua_rawgeti(L, LUA_REGISTRYINDEX, g->signal_exit_ref);
-  g->in_flight = 1;
-  g->reraise = 0;
-  lg_signal_kick_stop();    /* the body has stopped: no more EINTR for it */
-  lua_sethook(L, guard_hook, LUA_MASKRET, 0);
-  return lua_error(L);
-}
-
-int lg_raise_pending_signal(lua_State *L) {
-  Guard *g = guard_of_thread(L);
-  int sig;
-  if (g == NULL || lg_signal_cleaning()) return 0;
-  if (g->in_flight) return raise_signal_exit(L, g, 0);
-  sig = pending_signal(g);
-  return sig != 0 ? raise_signal_exit(L, g, sig) : 0;
-}
-
-int lg_signal_wait_interrupted(unsigned long since) {
-  return lg_signal_arrivals() != since && !lg_signal_cleaning() &&
-         lg_frame_top() != NULL;
-}
-
-/* Inside a function called from a hook, i.e. the message handler run for the
-** error raised by our hook? (Lua names such a call's kind "hook".) */
-static int inside_hook_call(lua_State *L) {
-  lua_Debug d;
-  int level;
-  for (level = 1; lua_getstack(L, level, &d); level++) {
-    lua_getinfo(L, "n", &d);
-    if (d.namewhat != NULL && strcmp(d.namewhat, "hook") == 0) return 1;
-  }
-  return 0;
-}
-
-static int returns_from_protected_call(lua_State *L, lua_Debug *ar) {
-  lua_CFunction fn;
-  lua_getinfo(L, "f", ar);  /* stack: function */
-  fn = lua_tocfunction(L, -1);
-  lua_pop(L, 1);
-  return fn != NULL && (fn == pcall_fn || fn == xpcall_fn || fn == resume_fn);
-}
-
-/*
-** The hook. Runs in normal context (the VM calls it between instructions),
-** so it may allocate, raise and walk the stack.
-*/
-static void guard_hook(lua_State *L, lua_Debug *ar) {
-  Guard *g = guard_of_thread(L);
-  int sig;
-  if (g == NULL) {          /* nothing left to stop on this thread */
-    lua_sethook(L, NULL, 0, 0);
-    return;
-  }
-  if (lg_signal_cleaning()) {   /* cleanups are never interrupted */
-    restore_user_hook(g);
-    return;
-  }
-  if (ar->event == LUA_HOOKRET) {
-    if (g->in_flight && returns_from_protected_call(L, ar) && !inside_hook_call(L)) {
-      g->reraise = 1;
-      lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
-    }
-    return;
-  }
-  if (g->in_flight) {
-    if (g->reraise) raise_signal_exit(L, g, 0);
-    lua_sethook(L, guard_hook, LUA_MASKRET, 0);
-    return;
-  }
-  sig = pending_signal(g);
-  if (sig != 0) raise_signal_exit(L, g, sig);
-  restore_user_hook(g);
-}
-
-
-/* Arm g on thread L (g's memory must outlive the frame). 0 or -1/errno. */
-static int guard_arm(Guard *g, lua_State *L) {
-  memset(g, 0, sizeof *g);
-  g->thread = L;
-  g->state = lg_state_of(L);
-  g->signal_exit_ref = LUA_NOREF;
-  save_user_hook(g, L);
-  return lg_frame_arm(&g->frame, guard_interrupt, g);
-}
-
-/*
-** Unlink g. If its SignalExit is on its way, it goes on towards the next older
-** guard: that one is in flight too (no new SignalExit, the same object), and
-** its thread gets the return hook that catches a swallowing pcall.
-*/
-static void guard_close(lua_State *L, Guard *g) {
-  Guard *outer = as_guard(lg_frame_outer(&g->frame));
-  int handed = 0;
-  g->closing = 1;
-  restore_user_hook(g);
-  if (g->in_flight && outer != NULL && !outer->closing) {
-    if (outer->signal_exit_ref == LUA_NOREF && g->signal_exit_ref != LUA_NOREF) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, g->signal_exit_ref);
-      outer->signal_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    outer->in_flight = 1;
-    handed = 1;
-  }
-  if (lg_frame_close(&g->frame, 1) != 0)
-    lg_log("could not restore signal dispositions: %s", strerror(errno));
-  if (handed && lua_gethook(outer->thread) != guard_hook) {
-    save_user_hook(outer, outer->thread);
-    lua_sethook(outer->thread, guard_hook, LUA_MASKRET, 0);
-  }
-  luaL_unref(L, LUA_REGISTRYINDEX, g->signal_exit_ref);
-  g->signal_exit_ref = LUA_NOREF;
-  g->in_flight = 0;
-}
+static void handler_close(lua_State *L, int h_idx, int failed);
 
 
 static int is_callable(lua_State *L, int idx) {
@@ -293,6 +53,11 @@ static int is_callable(lua_State *L, int idx) {
     return 1;
   }
   return 0;
+}
+
+static int check_callable(lua_State *L, int idx) {
+  if (!is_callable(L, idx)) return luaL_typeerror(L, idx, "callable");
+  return 1;
 }
 
 /* Append fn(args...) (values from 'first' to the top) to the handler at h_idx. */
@@ -316,9 +81,20 @@ static void add_cleanup(lua_State *L, int h_idx, Handler *h, int first) {
   lua_pop(L, 1);
 }
 
-static int check_callable(lua_State *L, int idx) {
-  if (!is_callable(L, idx)) return luaL_typeerror(L, idx, "callable");
-  return 1;
+/*
+** The guard's lg_guard_close_fn (lg_guard.c close_abandoned, stop_state): a
+** handler whose block can no longer end by itself is closed as by the signal.
+*/
+static void handler_close_stopped(lua_State *L, lg_guard *g) {
+  lua_getfield(L, LUA_REGISTRYINDEX, ARMED_KEY);
+  if (lua_rawgetp(L, -1, g) == LUA_TUSERDATA) {   /* stack: armed, h */
+    handler_close(L, lua_gettop(L), 1);
+  }
+  else {                    /* being finalized: its __gc closes it as stopped */
+    ((Handler *)g)->state = HANDLER_CLOSED;
+    lg_guard_close(L, g);
+  }
+  lua_pop(L, 2);
 }
 
 /* ErrorHandler([fn, ...]) / ExitHandler([fn, ...]) -> armed handler */
@@ -330,7 +106,7 @@ static int new_handler(lua_State *L, int kind) {
   memset(h, 0, sizeof *h);
   h->kind = kind;
   h->state = HANDLER_CLOSED;
-  h->guard.signal_exit_ref = LUA_NOREF;
+  h->guard.stop_ref = LUA_NOREF;
   luaL_setmetatable(L, LG_HANDLER_MT);
   h_idx = lua_gettop(L);
   lua_pushthread(L);
@@ -341,7 +117,11 @@ static int new_handler(lua_State *L, int kind) {
     lua_settop(L, 1);
     h_idx = 1;
   }
-  if (guard_arm(&h->guard, L) != 0) {
+  lua_getfield(L, LUA_REGISTRYINDEX, ARMED_KEY);
+  lua_pushvalue(L, h_idx);
+  lua_rawsetp(L, -2, &h->guard);
+  lua_pop(L, 1);
+  if (lg_guard_arm(L, &h->guard, handler_close_stopped) != 0) {
     int err = errno;
     lua_pushfstring(L, "%s: could not install signal handlers", kind_names[kind]);
     return lg_raise_os_error(L, err, lua_tostring(L, -1), NULL);
@@ -349,32 +129,6 @@ static int new_handler(lua_State *L, int kind) {
   h->state = HANDLER_ARMED;
   lua_pushvalue(L, h_idx);
   return 1;
-}
-
-/*
-** lua_close finalizes every object, but one made *during* that (a cleanup run
-** by a finalizer arming a handler) is freed with no __gc: its frame would stay
-** linked to freed memory. The module's sentinel is finalized last and calls
-** this: such guards are unlinked (dispositions restored, signals re-delivered);
-** an ExitHandler's cleanups can no longer run, which is logged.
-*/
-void lg_sweep_handlers(const void *state) {
-  lg_frame *f = lg_frame_top();
-  while (f != NULL) {
-    Guard *g = as_guard(f);
-    if (g != NULL && g != &outer_guard && g->state == state) {
-      Handler *h = (Handler *)g;
-      if (h->kind == EXIT_HANDLER && h->ncleanups > 0)
-        lg_log("an ExitHandler armed while its Lua state was closing is closed "
-               "without running its %d cleanup(s)", h->ncleanups);
-      h->ncleanups = 0;
-      h->state = HANDLER_CLOSED;
-      g->closing = 1;
-      lg_frame_close(&g->frame, 0);
-      f = lg_frame_top();     /* the list changed: start over */
-    }
-    else f = lg_frame_outer(f);
-  }
 }
 
 int lg_error_handler_new(lua_State *L) { return new_handler(L, ERROR_HANDLER); }
@@ -400,10 +154,9 @@ static int cleanup_msgh(lua_State *L) {
   return 1;
 }
 
-static void log_signals(Guard *g) {
+static void log_signals(lua_State *L, const lg_guard *g) {
   int list[LG_RECORD_LIST_MAX], n = lg_record_list(&g->frame.record, list), i;
   luaL_Buffer b;
-  lua_State *L = g->thread;
   if (n == 0) return;
   luaL_buffinit(L, &b);
   for (i = 0; i < n; i++) {
@@ -422,7 +175,7 @@ static void log_signals(Guard *g) {
 */
 static void run_cleanups(lua_State *L, int h_idx, Handler *h) {
   int cleanups;
-  if (lg_debug_enabled()) log_signals(&h->guard);
+  if (lg_debug_enabled()) log_signals(L, &h->guard);
   lua_getiuservalue(L, h_idx, UV_CLEANUPS);   /* stack: cleanups */
   cleanups = lua_gettop(L);
   while (h->ncleanups > 0) {
@@ -457,32 +210,26 @@ static void run_cleanups(lua_State *L, int h_idx, Handler *h) {
 }
 
 /*
-** Shared by close, __close, __gc and run: idempotent (a second close, or one
-** from inside a cleanup, does nothing). 'failed': closed by an error.
-** A handler stopped by a signal counts as failed whatever error reaches it
-** (with a message handler, __close gets the handler's result instead).
+** Shared by close, __close, __gc, run and the guard's handler_close_stopped:
+** idempotent (a second close, or one from inside a cleanup, does nothing).
+** 'failed': closed by an error. A handler whose block a signal reached counts
+** as failed whatever error reaches it (with a message handler, __close gets
+** the handler's result instead).
 */
 static void handler_close(lua_State *L, int h_idx, int failed) {
   Handler *h = toHandler(L, h_idx);
-  Guard *g = &h->guard;
+  lg_guard *g = &h->guard;
   if (h->state != HANDLER_ARMED) return;
   h->state = HANDLER_CLOSING;
-  g->closing = 1;
-  if (g->frame.owner != lg_signal_pid()) {
-    /* forked child: the cleanups are the parent's business */
-    lg_frame_close(&g->frame, 0);
-    h->ncleanups = 0;
-  }
-  else {
-    int stopped = g->in_flight || g->frame.record.length > 0;
-    restore_user_hook(g);
-    if ((failed || stopped || h->kind == EXIT_HANDLER) && h->ncleanups > 0) {
-      lg_frame_begin_cleanup(&g->frame);
+  if (g->frame.owner == lg_pid()) {
+    int stopped = failed || lg_guard_stopped(g);
+    if ((stopped || h->kind == EXIT_HANDLER) && h->ncleanups > 0) {
+      lg_guard_begin_cleanup(g);
       run_cleanups(L, h_idx, h);
     }
-    h->ncleanups = 0;
-    guard_close(L, g);
-  }
+  }                         /* else a forked child: the cleanups are the parent's */
+  h->ncleanups = 0;
+  lg_guard_close(L, g);
   lua_pushnil(L);           /* drop what was registered: nothing runs twice */
   lua_setiuservalue(L, h_idx, UV_CLEANUPS);
   h->top = 0;
@@ -561,17 +308,6 @@ static const luaL_Reg handler_metamethods[] = {
   {NULL, NULL}
 };
 
-static lua_CFunction field_cfunction(lua_State *L, const char *table, const char *name) {
-  lua_CFunction fn = NULL;
-  if (lua_getglobal(L, table) == LUA_TTABLE) {
-    lua_getfield(L, -1, name);
-    fn = lua_tocfunction(L, -1);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  return fn;
-}
-
 void lg_open_handler(lua_State *L) {
   if (luaL_newmetatable(L, LG_HANDLER_MT)) {
     luaL_setfuncs(L, handler_metamethods, 0);
@@ -579,34 +315,14 @@ void lg_open_handler(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
-  if (lua_getglobal(L, "pcall") == LUA_TFUNCTION) pcall_fn = lua_tocfunction(L, -1);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, ARMED_KEY) != LUA_TTABLE) {
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, ARMED_KEY);
+  }
   lua_pop(L, 1);
-  if (lua_getglobal(L, "xpcall") == LUA_TFUNCTION) xpcall_fn = lua_tocfunction(L, -1);
-  lua_pop(L, 1);
-  resume_fn = field_cfunction(L, "coroutine", "resume");
-}
-
-
-/* The host's outermost frame (luaguard.h). */
-LUAGUARD_API int luaguard_outer_arm(lua_State *L) {
-  return guard_arm(&outer_guard, L);
-}
-
-LUAGUARD_API int luaguard_outer_signal(void) {
-  return outer_guard.frame.record.length > 0 ? outer_guard.frame.record.order[0] : 0;
-}
-
-LUAGUARD_API void luaguard_outer_defer(lua_State *L) {
-  if (!outer_guard.frame.linked) return;
-  outer_guard.closing = 1;
-  /* Record only; no SA_RESTART flip just before the dispositions are restored
-  ** (a handler whose cleanups run in lua_close flips for them itself). */
-  lg_frame_defer(&outer_guard.frame);
-  restore_user_hook(&outer_guard);
-  luaL_unref(L, LUA_REGISTRYINDEX, outer_guard.signal_exit_ref);
-  outer_guard.signal_exit_ref = LUA_NOREF;
-}
-
-LUAGUARD_API int luaguard_outer_close(void) {
-  return lg_frame_close(&outer_guard.frame, 0);
+  lg_open_guard(L);
 }

@@ -12,9 +12,10 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "lg_binding.h"
+#include "lg_common.h"
+#include "lg_guard.h"
 #include "lg_lock.h"
-#include "lg_signal.h"
+#include "lg_lockfile.h"
 
 #define LOCK_BASENAME ".certbot.lock"   /* the file certbot itself locks */
 
@@ -58,7 +59,7 @@ static const char *check_path(lua_State *L, int idx) {
 }
 
 static int wait_interrupted(void *ud) {
-  return lg_signal_wait_interrupted(*(unsigned long *)ud);
+  return lg_guard_wait_interrupted(*(unsigned long *)ud);
 }
 
 /*
@@ -73,7 +74,7 @@ static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout
   int err;
   /* One Lua state runs one thing at a time: a LockFile of the same state
   ** holding this file cannot be released while we wait for it. */
-  lf->lock.context = lg_state_of(L);
+  lf->lock.context = lg_main_thread(L);
   if (lg_lock_acquire(&lf->lock, path, timeout, wait_interrupted, &since, &why) == 0) {
     lua_pop(L, 1);
     return;
@@ -104,7 +105,7 @@ static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout
     lua_error(L);
   }
   if (err == EINTR) {
-    lg_raise_pending_signal(L);
+    lg_guard_raise_pending(L);
     lg_raise_os_error(L, EINTR, path, "interrupted while waiting for the lock");
   }
   if (err == ELOOP)
@@ -216,7 +217,7 @@ void lg_open_lockfile(lua_State *L) {
 }
 
 /* See lg_sweep_handlers: a LockFile taken while its state was closing. */
-void lg_sweep_locks(const void *state) {
-  int n = lg_lock_release_context(state);
+void lg_sweep_locks(lua_State *L) {
+  int n = lg_lock_release_context(lg_main_thread(L));
   if (n > 0) lg_log("released %d lock(s) taken while the Lua state was closing", n);
 }

@@ -1,0 +1,433 @@
+/*
+** lg_guard.c — stopping a guarded block, and closing it.
+**
+** A guard is a core frame (lg_signal.c) plus what Lua needs: the thread it
+** was armed on, its state's guard data, and the SignalExit on its way. The
+** whole path of a signal, in the two files a reader needs (names to grep):
+**
+**  1. lg_signal.c on_signal -> route: the signal is recorded in the newest
+**     frame (or, while cleanups run, in the cleaning frame: deferred, and the
+**     path ends here until that frame closes, step 6).
+**  2. route calls the frame's interrupt, guard_interrupt (below): lua_sethook
+**     (count 1) on the guard's thread and its state's main thread; and
+**     kick_start, so a blocking call returns EINTR 0.2 ms later.
+**  3. guard_hook runs at the next Lua instruction of whichever thread runs:
+**     - on a thread with an armed guard: guards of the state armed later on
+**       threads that cannot run now (suspended or dead coroutines) are closed
+**       as by the signal (close_abandoned), then raise_stop raises the
+**       SignalExit there (in flight; a return hook stays on);
+**     - on the main thread with no guard of its own (module mode, the guards
+**       sit in suspended coroutines): stop_state closes every armed handler
+**       of the state as by the signal; the last close re-delivers.
+**  4. A protected call (pcall, xpcall, coroutine.resume) that returns while
+**     the guard is in flight swallowed the SignalExit: guard_hook raises the
+**     same object again at the next instruction.
+**  5. Closing the handler (lg_handler.c handler_close): lg_guard_begin_cleanup
+**     (signals deferred), the cleanups LIFO, then lg_guard_close: the core's
+**     lg_frame_close re-routes what the frame recorded (step 1, to the next
+**     frame, which is asked to stop: the SignalExit goes on), and the in-flight
+**     SignalExit is handed to the next guard of the state.
+**  6. The last frame's close restores the dispositions and re-delivers every
+**     signal (lg_signal.c deliver): with SIG_DFL the process dies by it.
+*/
+#include <errno.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "luaguard.h"
+#include "lg_common.h"
+#include "lg_guard.h"
+
+/* What the guards of one Lua state share; a full userdata in the registry
+** (its memory lives until lua_close frees the state, after the sweep). */
+struct lg_state {
+  lua_State *main;
+  volatile sig_atomic_t closed;     /* swept: nothing may touch the state */
+  volatile sig_atomic_t off_main;   /* armed guards on other threads than main */
+  lua_Hook main_hook;               /* the main thread's own hook */
+  int main_mask, main_count;
+};
+
+#define STATE_KEY "luaguard.guard_state"
+
+/* The protected-call builtins, to tell a swallowed SignalExit (step 4). */
+static lua_CFunction pcall_fn, xpcall_fn, resume_fn;
+
+static lg_guard outer_guard;       /* the host's frame (luaguard.h) */
+
+static void guard_interrupt(lg_frame *f);
+static void guard_hook(lua_State *L, lua_Debug *ar);
+
+
+static lg_guard *as_guard(lg_frame *f) {
+  return (f != NULL && f->interrupt == guard_interrupt) ? (lg_guard *)f : NULL;
+}
+
+static int is_open(const lg_guard *g) {
+  return g->frame.state == LG_FRAME_ARMED || g->frame.state == LG_FRAME_STOPPING;
+}
+
+/* L's state's guard data, made on first use. Stack: [-0, +0, m] */
+static lg_state *state_of(lua_State *L) {
+  lg_state *st;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) == LUA_TUSERDATA) {
+    st = (lg_state *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return st;
+  }
+  lua_pop(L, 1);
+  st = (lg_state *)lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  st->main = lg_main_thread(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  return st;
+}
+
+
+/*
+** Step 2, signal-handler context: only lua_sethook and sig_atomic_t state.
+** The main thread is hooked too: it stops the state when the guard's thread
+** cannot run (step 3). Guards on other threads (coroutines) are walked only
+** when the state has some, so nested guards on one thread stop in O(1) each.
+*/
+static void guard_interrupt(lg_frame *f) {
+  lg_guard *g = (lg_guard *)f;
+  lg_state *st = g->state;
+  lg_frame *o;
+  int main_decided = g->thread == st->main;
+  if (st->closed) return;
+  /* a thread whose newest guard is in flight keeps its return hook (step 4) */
+  if (!g->in_flight) lua_sethook(g->thread, guard_hook, LUA_MASKCOUNT, 1);
+  if (st->off_main > 0) {
+    for (o = f->older; o != NULL; o = o->older) {
+      lg_guard *other = as_guard(o);
+      if (other == NULL || other->state != st || o->owner != f->owner) continue;
+      if (other->thread == st->main) {
+        if (main_decided) continue;
+        main_decided = 1;
+      }
+      if (!other->in_flight) lua_sethook(other->thread, guard_hook, LUA_MASKCOUNT, 1);
+    }
+  }
+  if (!main_decided) lua_sethook(st->main, guard_hook, LUA_MASKCOUNT, 1);
+}
+
+/* The innermost armed guard of this process on thread L. */
+static lg_guard *guard_of_thread(lua_State *L) {
+  lg_frame *f;
+  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
+    lg_guard *g = as_guard(f);
+    if (g != NULL && g->thread == L && is_open(g)) return g;
+  }
+  return NULL;
+}
+
+/* The first signal a guard of st was asked to stop for and has not acted on. */
+static int pending_signal(const lg_state *st) {
+  lg_frame *f;
+  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
+    lg_guard *g = as_guard(f);
+    if (g != NULL && g->state == st && f->state == LG_FRAME_STOPPING &&
+        !g->in_flight && f->record.length > 0)
+      return f->record.order[0];
+  }
+  return 0;
+}
+
+/* The newest armed guard of st that a handler owns (not the host's frame),
+** newer than 'limit' when given. */
+static lg_guard *newest_handler_guard(const lg_state *st, const lg_guard *limit) {
+  lg_frame *f;
+  for (f = lg_frame_top(); f != NULL && f != &limit->frame; f = lg_frame_older(f)) {
+    lg_guard *g = as_guard(f);
+    if (g != NULL && g->state == st && is_open(g) && g->close_stopped != NULL) return g;
+  }
+  return NULL;
+}
+
+static void save_user_hook(lg_guard *g, lua_State *L) {
+  lua_Hook h = lua_gethook(L);
+  if (h == guard_hook) {    /* ours is in: keep what an older guard saved */
+    lg_guard *older = guard_of_thread(L);
+    if (older != NULL && older != g) {
+      g->user_hook = older->user_hook;
+      g->user_mask = older->user_mask;
+      g->user_count = older->user_count;
+    }
+    return;
+  }
+  g->user_hook = h;
+  g->user_mask = lua_gethookmask(L);
+  g->user_count = lua_gethookcount(L);
+}
+
+/* Put the thread's own hook back (nothing left to stop there). */
+static void put_back_hook(lua_State *L, const lg_guard *g, const lg_state *st) {
+  if (lua_gethook(L) != guard_hook) return;
+  if (g != NULL) lua_sethook(L, g->user_hook, g->user_mask, g->user_count);
+  else if (st != NULL && L == st->main)
+    lua_sethook(L, st->main_hook, st->main_mask, st->main_count);
+  else lua_sethook(L, NULL, 0, 0);
+}
+
+/* SignalExit: kind, signal, name; tostring "SignalExit: SIGTERM". */
+static void push_signal_exit(lua_State *L, int sig) {
+  const char *name = lg_signal_name(sig);
+  lg_push_error(L, "SignalExit", lua_pushfstring(L, "SignalExit: %s", name));
+  lua_remove(L, -2);
+  lua_pushinteger(L, sig);
+  lua_setfield(L, -2, "signal");
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "name");
+}
+
+/* Step 3: raise g's SignalExit (the same object each time); a return hook
+** stays on for step 4. */
+static int raise_stop(lua_State *L, lg_guard *g, int sig) {
+  if (g->stop_ref == LUA_NOREF) {
+    push_signal_exit(L, sig);
+    lua_pushvalue(L, -1);
+    g->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, g->stop_ref);
+  g->in_flight = 1;
+  g->reraise = 0;
+  lg_signal_kick_stop();    /* the body has stopped: no more EINTR for it */
+  lua_sethook(L, guard_hook, LUA_MASKRET, 0);
+  return lua_error(L);
+}
+
+/* Step 3: handlers of st armed after g on threads that cannot run now are
+** closed as by the signal, newest first (their blocks will never end). */
+static void close_abandoned(lua_State *L, const lg_state *st, const lg_guard *g) {
+  lg_guard *o;
+  while ((o = newest_handler_guard(st, g)) != NULL && o->thread != L)
+    o->close_stopped(L, o);   /* lands in lg_handler.c handler_close_stopped */
+}
+
+/* Step 3 (and the REPL): close every armed handler of st as by the signal,
+** newest first. The last frame's close re-delivers. */
+static void stop_state(lua_State *L, const lg_state *st) {
+  lg_guard *o;
+  while ((o = newest_handler_guard(st, NULL)) != NULL)
+    o->close_stopped(L, o);   /* lands in lg_handler.c handler_close_stopped */
+}
+
+/* Inside a function called from a hook, i.e. the message handler run for the
+** error raised by our hook? (Lua names such a call's kind "hook".) */
+static int inside_hook_call(lua_State *L) {
+  lua_Debug d;
+  int level;
+  for (level = 1; lua_getstack(L, level, &d); level++) {
+    lua_getinfo(L, "n", &d);
+    if (d.namewhat != NULL && strcmp(d.namewhat, "hook") == 0) return 1;
+  }
+  return 0;
+}
+
+static int returns_from_protected_call(lua_State *L, lua_Debug *ar) {
+  lua_CFunction fn;
+  lua_getinfo(L, "f", ar);  /* stack: function */
+  fn = lua_tocfunction(L, -1);
+  lua_pop(L, 1);
+  return fn != NULL && (fn == pcall_fn || fn == xpcall_fn || fn == resume_fn);
+}
+
+/*
+** Steps 3 and 4. The hook runs in normal context (the VM calls it between
+** instructions), so it may allocate, raise, walk the stack and run cleanups.
+*/
+static void guard_hook(lua_State *L, lua_Debug *ar) {
+  lg_guard *g = guard_of_thread(L);
+  lg_state *st = g != NULL ? g->state : state_of(L);
+  int sig;
+  if (lg_signal_cleaning()) {   /* deferred: routed again when cleanups end */
+    put_back_hook(L, g, st);
+    return;
+  }
+  if (ar->event == LUA_HOOKRET) {
+    if (g != NULL && g->in_flight && returns_from_protected_call(L, ar) &&
+        !inside_hook_call(L)) {
+      g->reraise = 1;
+      lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
+    }
+    return;
+  }
+  if (g != NULL && g->in_flight) {
+    if (g->reraise) raise_stop(L, g, 0);
+    lua_sethook(L, guard_hook, LUA_MASKRET, 0);
+    return;
+  }
+  sig = pending_signal(st);
+  if (sig != 0 && g != NULL) {
+    close_abandoned(L, st, g);
+    raise_stop(L, g, sig);
+  }
+  if (sig != 0 && L == st->main) stop_state(L, st);
+  put_back_hook(L, g, st);
+}
+
+
+int lg_guard_arm(lua_State *L, lg_guard *g, lg_guard_close_fn close_stopped) {
+  lg_state *st = state_of(L);
+  memset(g, 0, sizeof *g);
+  g->thread = L;
+  g->state = st;
+  g->close_stopped = close_stopped;
+  g->stop_ref = LUA_NOREF;
+  save_user_hook(g, L);
+  if (L != st->main) st->off_main++;
+  else if (lua_gethook(L) != guard_hook) {
+    st->main_hook = lua_gethook(L);
+    st->main_mask = lua_gethookmask(L);
+    st->main_count = lua_gethookcount(L);
+  }
+  if (lg_frame_arm(&g->frame, guard_interrupt) != 0) {   /* step 2's callback */
+    if (L != st->main) st->off_main--;
+    return -1;
+  }
+  return 0;
+}
+
+int lg_guard_stopped(const lg_guard *g) {
+  return g->in_flight || g->frame.state == LG_FRAME_STOPPING || g->frame.record.length > 0;
+}
+
+void lg_guard_begin_cleanup(lg_guard *g) {
+  put_back_hook(g->thread, g, g->state);
+  lg_frame_begin_cleanup(&g->frame);
+}
+
+/*
+** Step 5. The SignalExit, if g's was on its way, goes on towards the next
+** guard of the state: that one is in flight too (the same object), and its
+** thread gets the return hook that catches a swallowing pcall or resume.
+*/
+void lg_guard_close(lua_State *L, lg_guard *g) {
+  lg_state *st = g->state;
+  lg_guard *next = NULL;
+  lg_frame *f;
+  if (g->frame.state == LG_FRAME_CLOSED) return;
+  put_back_hook(g->thread, g, st);
+  if (g->thread != st->main) st->off_main--;
+  if (lg_frame_close(&g->frame) != 0)
+    lg_log("could not restore signal dispositions: %s", strerror(errno));
+  if (g->in_flight) {
+    for (f = lg_frame_top(); f != NULL && next == NULL; f = lg_frame_older(f)) {
+      lg_guard *o = as_guard(f);
+      if (o != NULL && o->state == st && is_open(o)) next = o;
+    }
+  }
+  if (next != NULL && !next->in_flight) {
+    if (next->stop_ref == LUA_NOREF && g->stop_ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, g->stop_ref);
+      next->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    next->in_flight = 1;
+    if (lua_gethook(next->thread) != guard_hook) save_user_hook(next, next->thread);
+    lua_sethook(next->thread, guard_hook, LUA_MASKRET, 0);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, g->stop_ref);
+  g->stop_ref = LUA_NOREF;
+  g->in_flight = 0;
+}
+
+int lg_guard_raise_pending(lua_State *L) {
+  lg_guard *g = guard_of_thread(L);
+  int sig;
+  if (g == NULL || lg_signal_cleaning()) return 0;
+  if (g->in_flight) return raise_stop(L, g, 0);
+  sig = pending_signal(g->state);
+  if (sig == 0) return 0;
+  close_abandoned(L, g->state, g);
+  return raise_stop(L, g, sig);
+}
+
+int lg_guard_wait_interrupted(unsigned long since) {
+  return lg_signal_arrivals() != since && !lg_signal_cleaning() &&
+         lg_frame_top() != NULL;
+}
+
+static lua_CFunction field_cfunction(lua_State *L, const char *table, const char *name) {
+  lua_CFunction fn = NULL;
+  if (lua_getglobal(L, table) == LUA_TTABLE) {
+    lua_getfield(L, -1, name);
+    fn = lua_tocfunction(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return fn;
+}
+
+void lg_open_guard(lua_State *L) {
+  state_of(L);
+  if (lua_getglobal(L, "pcall") == LUA_TFUNCTION) pcall_fn = lua_tocfunction(L, -1);
+  lua_pop(L, 1);
+  if (lua_getglobal(L, "xpcall") == LUA_TFUNCTION) xpcall_fn = lua_tocfunction(L, -1);
+  lua_pop(L, 1);
+  resume_fn = field_cfunction(L, "coroutine", "resume");
+}
+
+/*
+** lua_close finalizes every object, but one made *during* that (a cleanup run
+** by a finalizer arming a handler) is freed with no __gc, and the host's
+** outer frame has no __gc at all: a frame left linked would point into freed
+** memory. The module's sentinel is finalized last and calls this: every
+** frame of the state still armed is closed (an ExitHandler's cleanups can no
+** longer run, which is logged by its owner), and the state is marked closed
+** so that no signal touches it again.
+*/
+void lg_sweep_guards(lua_State *L) {
+  lg_state *st = state_of(L);
+  lg_frame *f = lg_frame_top();
+  while (f != NULL) {
+    lg_guard *g = as_guard(f);
+    if (g != NULL && g->state == st) {
+      if (g->close_stopped != NULL)
+        lg_log("a handler armed while its Lua state was closing is closed "
+               "without running its cleanups");
+      lg_frame_close(&g->frame);   /* may re-deliver: the state is done */
+      f = lg_frame_top();          /* the list changed: start over */
+    }
+    else f = lg_frame_older(f);
+  }
+  st->closed = 1;
+}
+
+
+/* ---- the host's outermost frame (luaguard.h) ---- */
+
+LUAGUARD_API int luaguard_outer_arm(lua_State *L) {
+  return lg_guard_arm(L, &outer_guard, NULL);
+}
+
+LUAGUARD_API void luaguard_outer_defer(lua_State *L) {
+  if (outer_guard.frame.state == LG_FRAME_CLOSED) return;
+  lg_guard_begin_cleanup(&outer_guard);
+  luaL_unref(L, LUA_REGISTRYINDEX, outer_guard.stop_ref);
+  outer_guard.stop_ref = LUA_NOREF;
+}
+
+LUAGUARD_API int luaguard_outer_close(void) {
+  return lg_frame_close(&outer_guard.frame);
+}
+
+/*
+** Between chunks (the REPL): a signal that reached an armed handler of L's
+** state, and whose SignalExit may have been reported rather than ended the
+** process, closes every armed handler as by the signal.
+*/
+LUAGUARD_API int luaguard_stop_pending(lua_State *L) {
+  lg_state *st = state_of(L);
+  lg_frame *f;
+  int stopped = 0;
+  if (lg_signal_cleaning()) return 0;
+  for (f = lg_frame_top(); f != NULL && !stopped; f = lg_frame_older(f)) {
+    lg_guard *g = as_guard(f);
+    stopped = g != NULL && g->state == st && is_open(g) && lg_guard_stopped(g);
+  }
+  if (stopped) stop_state(L, st);
+  return stopped;
+}

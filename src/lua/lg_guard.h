@@ -1,0 +1,59 @@
+/*
+** lg_guard.h — a core frame bound to a Lua thread: what stops a guarded
+** block (hook, kick, SignalExit) and what closes it. lg_guard.c tells the
+** whole path of a signal; the Handler type (lg_handler.c) and the host's
+** outer frame are its two users.
+*/
+#ifndef LG_GUARD_H
+#define LG_GUARD_H
+
+#include <signal.h>
+
+#include <lua.h>
+
+#include "lg_signal.h"
+
+typedef struct lg_guard lg_guard;
+typedef struct lg_state lg_state;
+
+/* Closes g's handler as by the signal (its cleanups run, LIFO), with the
+** handler's Lua value found from g. Called by the guard when a block that
+** can no longer be reached (a suspended or dead coroutine's, or any at the
+** REPL) must be closed: lg_handler.c's handler_close_stopped. */
+typedef void (*lg_guard_close_fn)(lua_State *L, lg_guard *g);
+
+struct lg_guard {
+  lg_frame frame;                  /* first member: the core links it */
+  lua_State *thread;               /* armed there */
+  lg_state *state;                 /* its Lua state's guard data */
+  lg_guard_close_fn close_stopped; /* NULL for the host's outer frame */
+  volatile sig_atomic_t in_flight; /* its SignalExit is on its way */
+  volatile sig_atomic_t reraise;   /* a protected call swallowed it */
+  int stop_ref;                    /* registry ref of that SignalExit */
+  lua_Hook user_hook;              /* the thread's own hook, put back after */
+  int user_mask, user_count;
+};
+
+/* Arm g on thread L. Stack: [-0, +0, m]. 0, or -1 with errno. */
+int lg_guard_arm(lua_State *L, lg_guard *g, lg_guard_close_fn close_stopped);
+/* Nonzero when g's block was stopped (a signal reached it). */
+int lg_guard_stopped(const lg_guard *g);
+/* Its cleanups start: signals are deferred, the hook is the user's again. */
+void lg_guard_begin_cleanup(lg_guard *g);
+/* Unlink g; a SignalExit on its way goes on to the next guard of the state.
+** Stack: [-0, +0, m] */
+void lg_guard_close(lua_State *L, lg_guard *g);
+
+/* If a handled signal waits for a guard armed on L, raise its SignalExit
+** now (as the hook would at the next instruction); otherwise return 0. */
+int lg_guard_raise_pending(lua_State *L);
+/* Nonzero when a wait started at 'since' (lg_signal_arrivals) should stop. */
+int lg_guard_wait_interrupted(unsigned long since);
+
+/* Registers what the guard needs in L's state (once per state). */
+void lg_open_guard(lua_State *L);
+/* At lua_close, last: close every frame of the state still armed (those made
+** too late to be finalized, and the host's outer frame). */
+void lg_sweep_guards(lua_State *L);
+
+#endif

@@ -1,0 +1,373 @@
+-- The guard's promise off the well-walked paths (issue 13): handlers closed
+-- out of order, in coroutines, in module mode, at the REPL, with stdout a
+-- closed pipe, through os.exit(n, true), and a deep nest stopped by a signal.
+-- Each case failed before the deferral core became the state machine of
+-- tests/model/deferral.pml.
+local H = require "tests.helpers"
+
+local SIG = { HUP = 1, INT = 2, QUIT = 3, TERM = 15, XCPU = 24, XFSZ = 25 }
+
+local function stock(code, args, opts)
+  opts = opts or {}
+  opts.interpreter = H.lua
+  return H.run_script(H.prelude .. "local g = require 'luaguard'\n"
+    .. "local ErrorHandler, ExitHandler, lock = g.ErrorHandler, g.ExitHandler, g.lock\n"
+    .. code, args, opts)
+end
+
+-- Run a shell command line (a pipeline); its first stage's status is written
+-- by the shell itself, 128+N for death by signal N.
+local function pipeline(line)
+  local d = H.tmpdir()
+  local status_file = d .. "/status"
+  os.execute(("bash -c %s"):format(H.quote(line .. "; echo ${PIPESTATUS[0]} > " .. H.quote(status_file))))
+  return tonumber(H.read(status_file)), d
+end
+
+describe("the guard's promise off the well-walked paths", function()
+  teardown(H.cleanup_tmp)
+
+  describe("SIGPIPE during cleanups", function()
+    it("a cleanup writing to a closed stdout gets EPIPE (logged); the rollback still runs", function()
+      local d = H.tmpdir()
+      H.write(d .. "/backup", "old")
+      H.write(d .. "/live", "new")
+      local script = H.write(d .. "/s.lua", H.prelude .. [[
+        local l <close> = lock.dir(arg[1])
+        local h <close> = ErrorHandler(os.rename, arg[1] .. "/backup", arg[1] .. "/live")
+        h:register(function()
+          assert(io.stdout:write(("rolled back\n"):rep(20000)))
+          assert(io.stdout:flush())
+        end)
+        os.execute("sleep 0.3")      -- head -c0 has exited: stdout is a closed pipe
+        kill("TERM")
+        while true do end
+      ]])
+      local status = pipeline(("%s %s %s 2>%s | head -c0"):format(
+        H.quote(H.host), H.quote(script), H.quote(d), H.quote(d .. "/err")))
+      local err = H.read(d .. "/err") or ""
+      assert.are.equal(128 + SIG.TERM, status, err)
+      assert.matches("encountered exception during recovery: .*Broken pipe", err)
+      assert.are.equal("old", H.read(d .. "/live"), "the backup was put back")
+      assert.is_false(H.exists(d .. "/backup"))
+      assert.is_false(H.exists(d .. "/.certbot.lock"), "the lock was released")
+    end)
+
+    it("takes SIGPIPE only while a handler is armed, and gives it back", function()
+      local m = stock([[
+        local function pipe_caught()
+          for line in io.lines("/proc/self/status") do
+            local hex = line:match("^SigCgt:%s*(%x+)")
+            if hex then return (tonumber(hex, 16) >> 12) & 1 == 1 end
+          end
+        end
+        local before = pipe_caught()
+        local h = ErrorHandler()
+        local during = pipe_caught()
+        h:close()
+        print(before, during, pipe_caught())
+      ]])
+      assert.are.equal(0, m.status, m.stderr)
+      assert.are.equal("false\ttrue\tfalse\n", m.stdout)
+    end)
+
+    it("a body writing to a closed pipe still dies by SIGPIPE, as with lua5.4", function()
+      local d = H.tmpdir()
+      local script = H.write(d .. "/s.lua", [[
+        local h <close> = ExitHandler(function() io.stderr:write("cleanup ran\n") end)
+        os.execute("sleep 0.3")
+        io.stdout:setvbuf("no")
+        for i = 1, 100 do io.stdout:write("x\n") end
+        io.stderr:write("NOT REACHED\n")
+      ]])
+      local status = pipeline(("%s %s 2>%s | head -c0"):format(
+        H.quote(H.host), H.quote(script), H.quote(d .. "/err")))
+      assert.are.equal(128 + 13, status, H.read(d .. "/err"))
+      assert.is_nil((H.read(d .. "/err") or ""):find("NOT REACHED"))
+    end)
+  end)
+
+  describe("handlers closed out of order", function()
+    it("module mode: the oldest closes first, SIGTERM still runs the newer one's cleanup", function()
+      local r = stock([[
+        local a = ExitHandler(function() io.stderr:write("a cleanup\n") end)
+        local b = ExitHandler(function() io.stderr:write("b cleanup\n") end)
+        a:close()
+        kill("TERM")
+        local t = os.time()
+        while os.time() - t < 5 do end
+        print("NOT REACHED")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      -- lua.c reports the SignalExit that reached it, then closes the state
+      assert.matches("^a cleanup\nlua5.4: SignalExit: SIGTERM\n.*b cleanup\n$", r.stderr)
+      assert.are.equal("", r.stdout)
+    end)
+
+    it("module mode: the oldest is garbage-collected first, same outcome", function()
+      local r = stock([[
+        local a = ExitHandler(function() io.stderr:write("a cleanup\n") end)
+        local b = ExitHandler(function() io.stderr:write("b cleanup\n") end)
+        a = nil
+        collectgarbage()
+        collectgarbage()
+        kill("TERM")
+        local t = os.time()
+        while os.time() - t < 5 do end
+        print("NOT REACHED")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.matches("^a cleanup\nlua5.4: SignalExit: SIGTERM\n.*b cleanup\n$", r.stderr)
+    end)
+
+    it("the dispositions come back only when the last one closes, whatever the order", function()
+      local r = stock([[
+        local function caught()
+          for line in io.lines("/proc/self/status") do
+            local hex = line:match("^SigCgt:%s*(%x+)")
+            if hex then return (tonumber(hex, 16) >> 14) & 1 == 1 end
+          end
+        end
+        local a, b, c = ErrorHandler(), ErrorHandler(), ErrorHandler()
+        local out = {}
+        b:close(); out[#out + 1] = tostring(caught())
+        a:close(); out[#out + 1] = tostring(caught())
+        c:close(); out[#out + 1] = tostring(caught())
+        print(table.concat(out, " "))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true true false\n", r.stdout)
+    end)
+  end)
+
+  describe("a signal during cleanups belongs to the handler whose cleanups run", function()
+    it("an ErrorHandler armed by a cleanup and closed normally rolls nothing back", function()
+      local r = H.run_prelude([[
+        local outer <close> = ExitHandler(function()
+          local inner <close> = ErrorHandler(function() print("ROLLBACK") end)
+          kill("TERM")
+          print("restore done")
+        end)
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("restore done\n", r.stdout)
+    end)
+
+    it("the handler armed by the cleanup receives nothing; the outer one does", function()
+      local r = H.run_prelude([[
+        local outer
+        local last <close> = ExitHandler(function()
+          print("outer received", table.concat(outer:received(), ","))
+        end)
+        outer = ExitHandler(function()
+          local inner = ExitHandler()
+          kill("HUP")
+          inner:close()
+          print("inner received", #inner:received())
+        end)
+        outer:close()
+        print("NOT REACHED: the re-routed SIGHUP stops the block")
+      ]])
+      assert.are.equal(128 + SIG.HUP, r.status, r.stderr)
+      assert.are.equal("inner received\t0\nouter received\t1\n", r.stdout)
+    end)
+  end)
+
+  describe("os.exit(n, true)", function()
+    it("a SIGTERM during the cleanups it runs is re-delivered (143, not 0)", function()
+      local r = H.run_prelude([[
+        local h <close> = ExitHandler(function() kill("TERM"); print("cleanup done") end)
+        os.exit(0, true)
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("cleanup done\n", r.stdout)
+    end)
+
+    it("a SIGTERM during exit()'s flush, after the state is gone, ends the process by it", function()
+      local d = H.tmpdir()
+      local script = H.write(d .. "/s.lua", H.prelude .. [[
+        io.popen("(sleep 0.4; kill -TERM " .. PID .. ") >/dev/null 2>&1 &"):close()
+        io.stdout:setvbuf("full", 1 << 21)
+        io.stdout:write(("x"):rep(1 << 20))        -- more than the pipe holds
+        os.exit(0, true)                            -- exit() then blocks flushing
+      ]])
+      local status = pipeline(("%s %s 2>%s | (sleep 1.5; cat >/dev/null)"):format(
+        H.quote(H.host), H.quote(script), H.quote(d .. "/err")))
+      assert.are.equal(128 + SIG.TERM, status, H.read(d .. "/err"))
+    end)
+  end)
+
+  describe("module mode, coroutines", function()
+    it("a handler left armed in a suspended coroutine: SIGTERM stops the main thread", function()
+      local r = stock([[
+        local co = coroutine.create(function()
+          local h = ExitHandler(function() io.stderr:write("co cleanup\n") end)
+          coroutine.yield()
+        end)
+        coroutine.resume(co)
+        kill("TERM")
+        local t = os.time()
+        while os.time() - t < 5 do end
+        io.stderr:write("NOT REACHED\n")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("co cleanup\n", r.stderr)
+    end)
+
+    it("an ErrorHandler left in a finished coroutine runs its cleanup, as by the signal", function()
+      local r = stock([[
+        local co = coroutine.wrap(function()
+          KEEP = ErrorHandler(function() io.stderr:write("rolled back\n") end)
+        end)
+        co()
+        kill("TERM")
+        local t = os.time()
+        while os.time() - t < 5 do end
+        io.stderr:write("NOT REACHED\n")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("rolled back\n", r.stderr)
+    end)
+
+    it("the host: a guard in a suspended coroutine is closed before the script stops", function()
+      local r = H.run_prelude([[
+        local co = coroutine.create(function()
+          local h <close> = ErrorHandler(function() print("co rollback") end)
+          coroutine.yield()
+        end)
+        coroutine.resume(co)
+        local main <close> = ErrorHandler(function() print("main rollback") end)
+        kill("TERM")
+        while true do end
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("main rollback\nco rollback\n", r.stdout)
+    end)
+
+    it("a guard newer than the running block, in a suspended coroutine, closes first", function()
+      local r = H.run_prelude([[
+        local main <close> = ErrorHandler(function() print("main rollback") end)
+        local co = coroutine.create(function()
+          local h <close> = ErrorHandler(function() print("co rollback") end)
+          coroutine.yield()
+        end)
+        coroutine.resume(co)
+        kill("TERM")
+        while true do end
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("co rollback\nmain rollback\n", r.stdout)
+    end)
+  end)
+
+  describe("the REPL", function()
+    -- stdin: a FIFO this test keeps open and feeds; the REPL writes its pid
+    -- to $PIDDIR/pid when a line asks it to.
+    local function repl(args, lines, signal_after_pid)
+      local d = H.tmpdir()
+      local fifo = d .. "/fifo"
+      os.execute("mkfifo " .. H.quote(fifo))
+      local argv = { H.host }
+      for _, a in ipairs(args) do argv[#argv + 1] = a end
+      local job = H.spawn(argv, { stdin = fifo, env = { PIDDIR = d } })
+      local writer = assert(io.open(fifo, "w"))
+      writer:setvbuf("no")
+      for _, line in ipairs(lines) do writer:write(line, "\n") end
+      if signal_after_pid then
+        local pid = tonumber(H.wait_for(d .. "/pid"):match("%d+"))
+        H.sleep(0.2)
+        H.kill(pid, signal_after_pid)
+      end
+      local status = job:wait(10)
+      writer:close()
+      return status or job:wait(10), job
+    end
+
+    local SAVE_PID = "io.open(os.getenv('PIDDIR') .. '/pid', 'w')"
+                  .. ":write(io.open('/proc/self/stat'):read('n'), '\\n'):close()"
+    local ARM = "h = ExitHandler(function() io.stderr:write('cleanup\\n') end)"
+    local SELF_TERM = "io.popen('kill -TERM ' .. io.open('/proc/self/stat'):read('n')):close()"
+
+    it("a handler armed by -e: SIGTERM at the prompt runs its cleanup, then ends by it", function()
+      local status, job = repl({ "-e", ARM .. "; " .. SAVE_PID, "-i" }, {}, "TERM")
+      assert.are.equal(128 + SIG.TERM, status, job:stderr())
+      assert.matches("cleanup\n", job:stderr())
+    end)
+
+    it("a handler armed by a line: SIGTERM during a later line ends the session", function()
+      local status, job = repl({ "-i" }, {
+        ARM,
+        SELF_TERM .. "; for i = 1, 1e7 do end; print('line 2 went on')",
+        "print('line 3 ran')",
+      })
+      assert.are.equal(128 + SIG.TERM, status, job:stderr())
+      assert.matches("cleanup\n", job:stderr())
+      -- (readline echoes the input lines: only a line of output counts)
+      assert.is_nil(job:stdout():find("\nline 2 went on\n", 1, true))
+      assert.is_nil(job:stdout():find("\nline 3 ran\n", 1, true))
+    end)
+
+    it("with no handler, a line that sends itself SIGTERM: nothing after it runs", function()
+      local status, job = repl({ "-i" }, {
+        SELF_TERM .. "; for i = 1, 1e7 do end; print('line 1 went on')",
+        "print('line 2 ran')",
+      })
+      assert.are.equal(128 + SIG.TERM, status, job:stderr())
+      assert.is_nil(job:stdout():find("\nline 1 went on\n", 1, true))
+      assert.is_nil(job:stdout():find("\nline 2 ran\n", 1, true))
+    end)
+
+    it("with no handler, SIGINT interrupts a line as lua5.4 does and the session goes on", function()
+      local status, job = repl({ "-i" }, {
+        "io.popen('kill -INT ' .. io.open('/proc/self/stat'):read('n')):close(); while true do end",
+        "print('goes on')",
+        "os.exit(7)",
+      })
+      assert.are.equal(7, status, job:stderr())
+      assert.matches("interrupted!", job:stderr())
+      assert.matches("goes on\n", job:stdout())
+    end)
+  end)
+
+  describe("a deep nest stopped by a signal", function()
+    it("tears 4,000 nested handlers down in about the time an error takes", function()
+      local function run(stop)
+        local r = H.run_prelude(([[
+          local N, ran = 4000, 0
+          local t0 = os.clock()
+          local function nest(k)
+            if k == 0 then %s end
+            local h <close> = ErrorHandler(function() ran = ran + 1 end)
+            nest(k - 1)
+          end
+          local ok = pcall(nest, N)
+          io.stderr:write(ran, " ", os.clock() - t0, "\n")
+        ]]):format(stop))
+        return r
+      end
+      local by_error = run("error('stop')")
+      assert.are.equal(0, by_error.status, by_error.stderr)
+      local n_err, t_err = by_error.stderr:match("^(%d+) ([%d.e-]+)")
+      assert.are.equal("4000", n_err)
+      -- the signal: the process dies by it after the 4,000 cleanups, so the
+      -- time is read from the outside
+      local t0 = io.popen("date +%s.%N"):read("n")
+      local by_signal = H.run_prelude([[
+        local N, ran = 4000, 0
+        local function nest(k)
+          if k == 0 then kill("TERM"); while true do end end
+          local h <close> = ErrorHandler(function() ran = ran + 1 end)
+          nest(k - 1)
+        end
+        local last <close> = ExitHandler(function() io.stderr:write(ran, "\n") end)
+        nest(N)
+      ]])
+      local elapsed = io.popen("date +%s.%N"):read("n") - t0
+      assert.are.equal(128 + SIG.TERM, by_signal.status, by_signal.stderr)
+      assert.matches("^4000\n", by_signal.stderr)
+      -- quadratic or worse took 43 s here; linear takes well under a second
+      assert.is_true(elapsed < 5, ("4,000 nested handlers took %.2f s to tear down "
+        .. "(an error: %.3f s)"):format(elapsed, tonumber(t_err)))
+    end)
+  end)
+end)
