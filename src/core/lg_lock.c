@@ -112,11 +112,10 @@ static double now_seconds(void) {
 
 /*
 ** Split path into its directory (opened) and last component. A path ending
-** in '/' names a directory, never a lock file: EISDIR. A relative path gets
-** its directory opened, so a chdir() while the lock is held cannot make the
-** release remove a file elsewhere. An absolute path needs no directory
-** descriptor (AT_FDCWD with the whole path): two system calls fewer per lock
-** cycle, about 4% of it (scripts/bench, "lock cycle" against the floor).
+** in '/' names a directory, never a lock file: EISDIR. The directory is
+** opened for absolute paths too, and release unlinks through it: a chdir(),
+** a renamed directory or a re-pointed symlink while the lock is held cannot
+** make the release remove a file elsewhere (someone else's live lock file).
 */
 static int open_parent(const char *path, const char **base) {
   const char *slash = strrchr(path, '/');
@@ -124,11 +123,6 @@ static int open_parent(const char *path, const char **base) {
   size_t len;
   int fd, err;
   if (*path == '\0') { errno = ENOENT; return -1; }
-  if (*path == '/') {
-    if (slash[1] == '\0') { errno = EISDIR; return -1; }
-    *base = path;
-    return AT_FDCWD;
-  }
   if (slash == NULL) {
     *base = path;
     return open(".", DIR_OPEN_FLAGS);
@@ -199,64 +193,82 @@ enum { TRY_LOCKED, TRY_BUSY, TRY_AGAIN, TRY_VANISHED, TRY_ERROR };
 ** then not there: once or twice is another user's file released in between;
 ** more is a directory we may not create in, which no retry will change. */
 #define MAX_VANISHED 3
+/* How many times in a row the file may vanish between our lock and our check
+** (each time a holder released it) before the attempt counts as busy: then
+** the timeout and the interrupt decide, as for a held lock. */
+#define MAX_AGAIN 100
+
+/* A lock of this process on (dev, ino): the caller's attempt is busy. */
+static int held_here(lg_lock *lk, dev_t dev, ino_t ino, lg_lock_failure *failure) {
+  lg_lock *holder = find_held(dev, ino);
+  if (holder == NULL) return 0;
+  failure->holder = lg_pid();
+  failure->same_context = lk->context != NULL && holder->context == lk->context;
+  return 1;
+}
 
 /*
-** One attempt (certbot's acquire loop body), under table_mutex.
-** Open without following a link; refuse anything but a regular file; lock;
-** then check the path still names the file we locked: a holder that released
-** in between unlinked it, and a lock on an unlinked file excludes nobody.
+** First half of an attempt (under table_mutex): open the lock file without
+** following a link, creating it 0600, and refuse anything but a regular
+** file. *fd gets the descriptor and *st its identity; TRY_AGAIN means "go
+** on to lock it"; any other outcome has closed what it opened.
 */
-static int try_once(lg_lock *lk, int dirfd, const char *base,
-                    lg_lock_failure *failure) {
-  struct stat st, at_path;
-  struct flock fl;
-  lg_lock *holder;
-  int fd;
-  if (held_locks != NULL &&
-      fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-      (holder = find_held(st.st_dev, st.st_ino)) != NULL) {
-    failure->holder = lg_pid();
-    failure->same_context = lk->context != NULL && holder->context == lk->context;
-    return TRY_BUSY;
-  }
-  fd = openat(dirfd, base, LOCK_OPEN_FLAGS | O_CREAT, 0600);
-  if (fd < 0 && errno == EACCES) {
+static int open_lock_file(lg_lock *lk, int dirfd, const char *base, int *fd,
+                          struct stat *st, lg_lock_failure *failure) {
+  if (held_locks != NULL && fstatat(dirfd, base, st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      held_here(lk, st->st_dev, st->st_ino, failure))
+    return TRY_BUSY;        /* refused before opening: no descriptor of it closed */
+  *fd = openat(dirfd, base, LOCK_OPEN_FLAGS | O_CREAT, 0600);
+  if (*fd < 0 && errno == EACCES) {
     /* fs.protected_regular: in a sticky world-writable directory another
     ** user's existing file refuses O_CREAT but may still be opened. */
-    fd = openat(dirfd, base, LOCK_OPEN_FLAGS);
-    if (fd < 0) {
+    *fd = openat(dirfd, base, LOCK_OPEN_FLAGS);
+    if (*fd < 0) {
       if (errno == ENOENT) return TRY_VANISHED;  /* gone since: start over */
       errno = EACCES;
     }
   }
-  if (fd < 0) {
+  if (*fd < 0) {
     if (errno == ENXIO) {     /* a FIFO with no reader */
       failure->not_regular = 1;
       errno = EINVAL;
     }
     return TRY_ERROR;
   }
-  if (fstat(fd, &st) != 0) {
+  if (fstat(*fd, st) != 0) {
     int err = errno;
-    close(fd);
+    close(*fd);
     errno = err;
     return TRY_ERROR;
   }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
+  if (!S_ISREG(st->st_mode)) {
+    close(*fd);
     failure->not_regular = 1;
     errno = EINVAL;
     return TRY_ERROR;
   }
-  if ((holder = find_held(st.st_dev, st.st_ino)) != NULL) {  /* raced into our own file */
-    park_fd(st.st_dev, st.st_ino, fd);
-    failure->holder = lg_pid();
-    failure->same_context = lk->context != NULL && holder->context == lk->context;
+  if (held_here(lk, st->st_dev, st->st_ino, failure)) {   /* raced into our own file */
+    park_fd(st->st_dev, st->st_ino, *fd);
     return TRY_BUSY;
   }
+  return TRY_AGAIN;
+}
+
+/*
+** Second half (under table_mutex): lock the whole file (as certbot's
+** fcntl.lockf(fd, LOCK_EX)), then check the path still names the file we
+** locked: a holder that released in between unlinked it, and a lock on an
+** unlinked file excludes nobody. ENOENT or another inode: TRY_AGAIN. Any
+** other error of that check (EIO, ESTALE on NFS) is the caller's error: a
+** lock we cannot check is no lock.
+*/
+static int lock_and_recheck(lg_lock *lk, int dirfd, const char *base, int fd,
+                            const struct stat *st, lg_lock_failure *failure) {
+  struct stat at_path;
+  struct flock fl;
   memset(&fl, 0, sizeof fl);
   fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;   /* whole file, as fcntl.lockf(fd, LOCK_EX) takes it */
+  fl.l_whence = SEEK_SET;
   if (fcntl(fd, F_SETLK, &fl) != 0) {
     int err = errno;
     if (err == EAGAIN || err == EACCES) {
@@ -268,14 +280,19 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
     errno = err;
     return TRY_ERROR;
   }
-  if (fstatat(dirfd, base, &at_path, AT_SYMLINK_NOFOLLOW) != 0 ||
-      at_path.st_dev != st.st_dev || at_path.st_ino != st.st_ino) {
+  if (fstatat(dirfd, base, &at_path, AT_SYMLINK_NOFOLLOW) != 0) {
+    int err = errno;
+    close(fd);              /* drops the lock */
+    errno = err;
+    return err == ENOENT ? TRY_AGAIN : TRY_ERROR;
+  }
+  if (at_path.st_dev != st->st_dev || at_path.st_ino != st->st_ino) {
     close(fd);              /* drops the lock on the stale file */
     return TRY_AGAIN;
   }
   lk->fd = fd;
-  lk->dev = st.st_dev;
-  lk->ino = st.st_ino;
+  lk->dev = st->st_dev;
+  lk->ino = st->st_ino;
   lk->owner = lg_pid();
   lk->next_held = held_locks;
   held_locks = lk;
@@ -283,14 +300,38 @@ static int try_once(lg_lock *lk, int dirfd, const char *base,
   return TRY_LOCKED;
 }
 
+static int try_once(lg_lock *lk, int dirfd, const char *base, lg_lock_failure *failure) {
+  struct stat st;
+  int fd = -1, outcome = open_lock_file(lk, dirfd, base, &fd, &st, failure);
+  if (outcome != TRY_AGAIN) return outcome;
+  return lock_and_recheck(lk, dirfd, base, fd, &st, failure);
+}
+
+/* Sleep up to 'remaining' seconds, the nap growing each time. */
+static void nap(long *sleep_ns, double remaining) {
+  struct timespec ts;
+  double seconds = (double)*sleep_ns / 1e9;
+  if (seconds > remaining) seconds = remaining;
+  ts.tv_sec = (time_t)seconds;
+  ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+  nanosleep(&ts, NULL);     /* EINTR: the loop asks 'interrupted' */
+  if (*sleep_ns < WAIT_MAX_NS) *sleep_ns *= 2;
+  if (*sleep_ns > WAIT_MAX_NS) *sleep_ns = WAIT_MAX_NS;
+}
+
+/*
+** Every loop here is bounded: a vanishing file MAX_VANISHED times, a file
+** replaced under us MAX_AGAIN times in a row (then it counts as busy), and a
+** busy lock by the timeout; each asks 'interrupted' before it goes round.
+*/
 int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
                     lg_lock_interrupted_fn interrupted, void *ud,
                     lg_lock_failure *failure) {
   lg_lock_failure unused;
   const char *base;
-  double start, remaining;
+  double start;
   long sleep_ns = WAIT_FIRST_NS;
-  int dirfd, outcome, vanished = 0;
+  int dirfd, outcome, vanished = 0, again = 0;
   if (failure == NULL) failure = &unused;
   memset(failure, 0, sizeof *failure);
   if (lg_lock_is_held(lk)) return 0;
@@ -309,29 +350,20 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
       return 0;
     }
     if (outcome == TRY_ERROR) break;
-    if (outcome == TRY_AGAIN) continue;
     if (outcome == TRY_VANISHED) {
       if (++vanished < MAX_VANISHED) continue;
       errno = EACCES;
       break;
     }
+    if (interrupted != NULL && interrupted(ud)) { errno = EINTR; break; }
+    if (outcome == TRY_AGAIN && ++again < MAX_AGAIN) continue;
+    again = 0;
     if (failure->same_context) { errno = EDEADLK; break; }  /* it would wait on itself */
     failure->waited = now_seconds() - start;
-    remaining = timeout - failure->waited;
-    if (remaining <= 0) { errno = EWOULDBLOCK; break; }
-    if (interrupted != NULL && interrupted(ud)) { errno = EINTR; break; }
-    {
-      struct timespec ts;
-      double nap = (double)sleep_ns / 1e9;
-      if (nap > remaining) nap = remaining;
-      ts.tv_sec = (time_t)nap;
-      ts.tv_nsec = (long)((nap - (double)ts.tv_sec) * 1e9);
-      nanosleep(&ts, NULL);   /* EINTR: the loop asks 'interrupted' */
-      if (sleep_ns < WAIT_MAX_NS) sleep_ns *= 2;
-      if (sleep_ns > WAIT_MAX_NS) sleep_ns = WAIT_MAX_NS;
-    }
+    if (timeout - failure->waited <= 0) { errno = EWOULDBLOCK; break; }
+    nap(&sleep_ns, timeout - failure->waited);
   }
-  if (dirfd != AT_FDCWD) {
+  {
     int err = errno;
     close(dirfd);
     errno = err;
@@ -344,28 +376,34 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
 ** just before it vanishes, while a fourth creates and locks a new one — two
 ** holders (certbot documents this race).
 **
-** The unlink is unconditional, as certbot's. An earlier version first
-** checked with fstat that our file was still linked (someone deleting a held
-** lock file by hand, then a second process taking a new one): one system
-** call more than the six a lock cycle needs, measured at 4% of the cycle
-** (scripts/bench's floor with and without it), for a case where exclusion is
-** already lost and that the check narrowed without closing (the file can
-** still change between the fstat and the unlink). The README says never to
-** delete a held lock file.
+** The unlink goes through the directory we locked in, and only while the
+** name there still names our file: if the directory was renamed, or our file
+** deleted by hand and the name taken by another process's live lock file, the
+** name is left alone (removing it would let a third process lock while the
+** other holds). One fstatat more than certbot's cycle (scripts/bench, "lock
+** cycle"); what is left is the window between that check and the unlink, in
+** which only a process that deletes our held file by hand can act.
 */
 int lg_lock_release(lg_lock *lk, const char *path) {
   const char *base = strrchr(path, '/');
   int rc = 0, err = 0;
   if (lk->fd < 0) return 0;
-  base = lk->dirfd == AT_FDCWD || base == NULL ? path : base + 1;
+  base = base == NULL ? path : base + 1;
   pthread_mutex_lock(&table_mutex);
-  if (lk->owner == lg_pid() && unlinkat(lk->dirfd, base, 0) != 0) {
-    rc = -1;
-    err = errno;
+  if (lk->owner == lg_pid()) {
+    struct stat at_path;
+    if (fstatat(lk->dirfd, base, &at_path, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) { rc = -1; err = errno; }
+    }
+    else if (at_path.st_dev == lk->dev && at_path.st_ino == lk->ino &&
+             unlinkat(lk->dirfd, base, 0) != 0) {
+      rc = -1;
+      err = errno;
+    }
   }
   /* else: a forked child; the lock is its parent's, only the copy goes */
   close(lk->fd);            /* drops this process's lock on the file */
-  if (lk->dirfd != AT_FDCWD) close(lk->dirfd);
+  close(lk->dirfd);
   forget_held(lk);
   if (lk->owner == lg_pid()) close_parked(lk->dev, lk->ino);
   pthread_mutex_unlock(&table_mutex);
