@@ -168,7 +168,7 @@ project "test_embed"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
   files { "tests/c/test_embed.c" }
-  links { "luaguard_static", "lua5.4", "m", "dl" }
+  links { "luaguard_static", "lua5.4", "m", "dl", "pthread" }
 
 -- examples/embed_host.c: a C program embedding Lua and luaguard (also built
 -- by the one-line pkg-config command in its header comment).

@@ -72,6 +72,7 @@ static volatile int list_lock;                   /* atomic: 0 free, 1 held */
 static volatile sig_atomic_t arrivals;           /* handled arrivals, ever */
 static volatile sig_atomic_t cleaning_count;     /* this process's CLEANING frames */
 static volatile sig_atomic_t pending[PENDING_MAX];   /* 0: slot not written yet */
+static volatile sig_atomic_t pending_seq[PENDING_MAX];
 static volatile unsigned pending_head, pending_tail; /* atomic */
 static volatile sig_atomic_t pending_lost[LG_SIGNAL_COUNT];
 
@@ -111,16 +112,33 @@ const char *lg_signal_name(int sig) {
   return i < 0 ? NULL : signal_names[i];
 }
 
-unsigned long lg_signal_arrivals(void) { return (unsigned long)arrivals; }
+unsigned long lg_signal_arrivals(void) {
+  return (unsigned long)(unsigned)__atomic_load_n(&arrivals, __ATOMIC_ACQUIRE);
+}
 int lg_signal_cleaning(void) { return cleaning_count > 0; }
 
 
 /* ---- records ---- */
 
-static void record_append(lg_record *r, int sig) {
+/* a arrived before b (arrival numbers wrap; they are never far apart) */
+static int seq_before(sig_atomic_t a, sig_atomic_t b) {
+  return (int)((unsigned)a - (unsigned)b) < 0;
+}
+
+/* Insert in arrival order; past the array only the counters see it. */
+static void record_insert(lg_record *r, int sig, sig_atomic_t seq) {
   int i = lg_signal_index(sig);
   sig_atomic_t n = r->length;
-  if (n < LG_RECORD_ORDER_MAX) r->order[n] = sig;
+  if (n < LG_RECORD_ORDER_MAX) {
+    sig_atomic_t pos = n;
+    while (pos > 0 && seq_before(seq, r->seq[pos - 1])) {
+      r->order[pos] = r->order[pos - 1];
+      r->seq[pos] = r->seq[pos - 1];
+      pos--;
+    }
+    r->order[pos] = sig;
+    r->seq[pos] = seq;
+  }
   r->length = n + 1;
   if (i >= 0) r->counts[i]++;
 }
@@ -386,7 +404,7 @@ static int own_frame_exists(pid_t pid) {
 ** route (lock held): see the top. Returns the frame it went to, or NULL when
 ** this process has no frame left (the caller delivers it).
 */
-static lg_frame *route(int sig, pid_t pid) {
+static lg_frame *route(int sig, sig_atomic_t seq, pid_t pid) {
   lg_frame *f, *newest = NULL;
   for (f = top_frame; f != NULL; f = f->older) {
     if (f->owner != pid) continue;
@@ -395,12 +413,12 @@ static lg_frame *route(int sig, pid_t pid) {
       if (cleaning_count == 0) break;
     }
     if (f->state == LG_FRAME_CLEANING) {    /* deferred for everyone */
-      record_append(&f->record, sig);
+      record_insert(&f->record, sig, seq);
       return f;
     }
   }
   if (newest == NULL) return NULL;
-  record_append(&newest->record, sig);
+  record_insert(&newest->record, sig, seq);
   if (newest->state == LG_FRAME_ARMED) newest->state = LG_FRAME_STOPPING;
   if (newest->interrupt != NULL) {
     newest->interrupt(newest);    /* lands in the binding: lg_guard.c's guard_interrupt */
@@ -419,7 +437,7 @@ static void deliver_unowned(int sig) {
 
 /* Signal-handler context: reserve a slot in the pending ring, or count the
 ** signal when it is full (its order among the pending is then lost). */
-static void pending_push(int sig) {
+static void pending_push(int sig, sig_atomic_t seq) {
   unsigned tail;
   for (;;) {
     unsigned head = __atomic_load_n(&pending_head, __ATOMIC_ACQUIRE);
@@ -433,6 +451,7 @@ static void pending_push(int sig) {
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
       break;
   }
+  pending_seq[tail % PENDING_MAX] = seq;
   __atomic_store_n(&pending[tail % PENDING_MAX], sig, __ATOMIC_RELEASE);
 }
 
@@ -453,21 +472,24 @@ static void drain(pid_t pid, int in_handler) {
   for (;;) {
     unsigned head = __atomic_load_n(&pending_head, __ATOMIC_ACQUIRE);
     int sig;
+    sig_atomic_t seq;
     if (head == __atomic_load_n(&pending_tail, __ATOMIC_ACQUIRE)) break;
     while ((sig = __atomic_load_n(&pending[head % PENDING_MAX], __ATOMIC_ACQUIRE)) == 0) {}
+    seq = pending_seq[head % PENDING_MAX];
     __atomic_store_n(&pending[head % PENDING_MAX], 0, __ATOMIC_RELEASE);
     __atomic_store_n(&pending_head, head + 1, __ATOMIC_RELEASE);
-    if (route(sig, pid) == NULL) {
+    if (route(sig, seq, pid) == NULL) {
       if (in_handler) deliver_unowned(sig);
-      else record_append(&orphans, sig);
+      else record_insert(&orphans, sig, seq);
     }
   }
   for (i = 0; i < LG_SIGNAL_COUNT; i++) {
     while (__atomic_load_n(&pending_lost[i], __ATOMIC_ACQUIRE) > 0) {
+      sig_atomic_t seq = __atomic_load_n(&arrivals, __ATOMIC_ACQUIRE);
       __atomic_fetch_sub(&pending_lost[i], 1, __ATOMIC_ACQ_REL);
-      if (route(lg_signals[i], pid) == NULL) {
+      if (route(lg_signals[i], seq, pid) == NULL) {   /* its order was lost */
         if (in_handler) deliver_unowned(lg_signals[i]);
-        else record_append(&orphans, lg_signals[i]);
+        else record_insert(&orphans, lg_signals[i], seq);
       }
     }
   }
@@ -503,10 +525,10 @@ static void deliver_orphans(void) {
 static void on_signal(int sig) {
   int saved_errno = errno;
   pid_t pid = getpid();
-  arrivals++;
-  if (!lock_try()) pending_push(sig);       /* the holder routes it */
+  sig_atomic_t seq = __atomic_add_fetch(&arrivals, 1, __ATOMIC_ACQ_REL);
+  if (!lock_try()) pending_push(sig, seq);  /* the holder routes it */
   else {
-    if (route(sig, pid) == NULL) deliver_unowned(sig);
+    if (route(sig, seq, pid) == NULL) deliver_unowned(sig);
     lock_give(pid, 1);
   }
   errno = saved_errno;
@@ -609,9 +631,11 @@ int lg_frame_close(lg_frame *f) {
       rc = set_restart(0);
     f->state = LG_FRAME_CLOSED;
     lg_signal_kick_stop();
-    if (own_frame_exists(pid)) {
+    if (own_frame_exists(pid)) {             /* route the record again */
       int list[LG_RECORD_LIST_MAX], n = lg_record_list(&f->record, list), i;
-      for (i = 0; i < n; i++) route(list[i], pid);
+      sig_atomic_t now = __atomic_load_n(&arrivals, __ATOMIC_ACQUIRE);
+      for (i = 0; i < n; i++)
+        route(list[i], i < LG_RECORD_ORDER_MAX && i < f->record.length ? f->record.seq[i] : now, pid);
     }
     else {
       last = 1;

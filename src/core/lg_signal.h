@@ -17,9 +17,12 @@
 /* Longest list lg_record_list() can produce. */
 #define LG_RECORD_LIST_MAX (LG_RECORD_ORDER_MAX + LG_SIGNAL_COUNT)
 
-/* What a frame has received: written by the signal handler, so sig_atomic_t. */
+/* What a frame has received: written by the signal handler, so sig_atomic_t.
+** Kept in arrival order (by each arrival's number, 'seq'): a close that routes
+** its record into a frame holding later arrivals merges, it does not append. */
 typedef struct lg_record {
   volatile sig_atomic_t order[LG_RECORD_ORDER_MAX];
+  volatile sig_atomic_t seq[LG_RECORD_ORDER_MAX];  /* arrival numbers (wrapping) */
   volatile sig_atomic_t length;                  /* arrivals, may exceed the array */
   volatile sig_atomic_t counts[LG_SIGNAL_COUNT]; /* per signal, never dropped */
 } lg_record;

@@ -3,10 +3,12 @@
 ** the public header, with no file on disk and no search path: the Lua layer
 ** is compiled into the library.
 */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -17,18 +19,21 @@
 #include "tap.h"
 
 static const char *run(lua_State *L, const char *code) {
-  if (luaL_dostring(L, code) != LUA_OK) return lua_tostring(L, -1);
+  if (luaL_dostring(L, code) != LUA_OK) return luaL_tolstring(L, -1, NULL);
   return lua_isstring(L, -1) ? lua_tostring(L, -1) : "(no result)";
 }
 
 static volatile sig_atomic_t terms;
 static void count_term(int sig) { (void)sig; terms++; }
 
+static int note_armed(lua_State *L);
+
 static lua_State *new_state(void) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
   luaL_requiref(L, "luaguard", luaopen_luaguard, 1);
   lua_pop(L, 1);
+  lua_register(L, "ARMED", note_armed);
   return L;
 }
 
@@ -72,6 +77,86 @@ static void test_made_while_closing(const char *dir) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/*
+** Two Lua states in one process, the older closed first (lua_close of the
+** state that armed first): the newer one's handler keeps SIGTERM caught, is
+** stopped by it, and runs its cleanup; then the signal goes on to the
+** disposition from before.
+*/
+static void test_two_states_closed_out_of_order(void) {
+  lua_State *A = new_state(), *B = new_state();
+  terms = 0;
+  signal(SIGTERM, count_term);
+  CHECK(strcmp(run(A, "KEEP = luaguard.ExitHandler(function() end) return 'a'"), "a") == 0,
+        "state A arms first");
+  CHECK(strcmp(run(B, "CLEANED = false\n"
+                      "KEEP = luaguard.ExitHandler(function() CLEANED = true end) return 'b'"),
+               "b") == 0, "state B arms second");
+  lua_close(A);                                   /* the oldest frame goes first */
+  kill(getpid(), SIGTERM);
+  CHECK_INT(0, terms, "SIGTERM is still caught while B's handler is armed");
+  CHECK(strcmp(run(B, "local s = 0 for i = 1, 1000 do s = s + i end return 'went on'"),
+               "SignalExit: SIGTERM") == 0, "B's next chunk is stopped by it");
+  CHECK(strcmp(run(B, "KEEP:close() return tostring(CLEANED)"), "true") == 0,
+        "B's cleanup ran");
+  CHECK_INT(1, terms, "then the signal went on to the previous handler, once");
+  lua_close(B);
+  signal(SIGTERM, SIG_DFL);
+}
+
+/* Two threads, a Lua state each, a handler each: one SIGTERM stops both
+** blocks (the second when the first one's frame passes the signal on), each
+** cleanup runs once, and the signal is re-delivered once, at the end. */
+static volatile sig_atomic_t armed_threads;
+
+static void *guarded_thread(void *arg) {
+  lua_State *L = new_state();
+  const char *out;
+  (void)arg;
+  out = run(L,
+    "local n = 0\n"
+    "local ok, e = pcall(function()\n"
+    "  local h <close> = luaguard.ExitHandler(function() n = n + 1 end)\n"
+    "  ARMED()\n"
+    "  while true do end\n"
+    "end)\n"
+    "return n .. ' ' .. tostring(e)");
+  out = strdup(out);
+  lua_close(L);
+  return (void *)out;
+}
+
+static int note_armed(lua_State *L) {
+  (void)L;
+  armed_threads++;
+  return 0;
+}
+
+static void test_two_threads(void) {
+  pthread_t t1, t2;
+  void *r1, *r2;
+  int waited = 0;
+  terms = 0;
+  armed_threads = 0;
+  signal(SIGTERM, count_term);
+  pthread_create(&t1, NULL, guarded_thread, NULL);
+  pthread_create(&t2, NULL, guarded_thread, NULL);
+  while (armed_threads < 2 && waited++ < 5000) {
+    struct timespec ms = {0, 1000000L};
+    nanosleep(&ms, NULL);
+  }
+  CHECK_INT(2, armed_threads, "both threads armed a handler (5 s at most)");
+  kill(getpid(), SIGTERM);
+  pthread_join(t1, &r1);
+  pthread_join(t2, &r2);
+  CHECK(strcmp((char *)r1, "1 SignalExit: SIGTERM") == 0, "thread 1 stopped, its cleanup ran once");
+  CHECK(strcmp((char *)r2, "1 SignalExit: SIGTERM") == 0, "thread 2 stopped, its cleanup ran once");
+  CHECK_INT(1, terms, "the signal re-delivered once, after both");
+  free(r1);
+  free(r2);
+  signal(SIGTERM, SIG_DFL);
+}
+
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
@@ -110,6 +195,8 @@ int main(void) {
                "true") == 0, "luaguard_open_globals: the host's globals, the module's objects");
   lua_close(L);
   test_made_while_closing(dir);
+  test_two_states_closed_out_of_order();
+  test_two_threads();
   rmdir(dir);
   return tap_done();
 }

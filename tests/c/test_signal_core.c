@@ -311,6 +311,101 @@ static void test_record_overflow(void) {
   set_disposition(SIGHUP, SIG_DFL);
 }
 
+/* The oldest frame closes first: nothing is restored while the newer one is
+** armed, and the record it passes on merges in arrival order. */
+static void test_out_of_order_close_merges_in_arrival_order(void) {
+  lg_frame older, newer;
+  int list[LG_RECORD_LIST_MAX];
+  nseen = 0;
+  set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGHUP, recording_handler);
+  lg_frame_arm(&older, count_interrupt);
+  kill(getpid(), SIGHUP);                 /* to the newest: older */
+  lg_frame_arm(&newer, count_interrupt);
+  kill(getpid(), SIGTERM);                /* to the newest: newer */
+  lg_frame_begin_cleanup(&older);
+  lg_frame_close(&older);                 /* out of order */
+  CHECK(disposition(SIGTERM) != recording_handler, "the newer frame keeps the signals caught");
+  CHECK_INT(0, nseen, "nothing re-delivered while a frame is armed");
+  CHECK_INT(2, lg_record_list(&newer.record, list), "the older frame's record went to the newer");
+  CHECK(list[0] == SIGHUP && list[1] == SIGTERM, "merged in arrival order (HUP came first)");
+  lg_frame_begin_cleanup(&newer);
+  lg_frame_close(&newer);
+  CHECK_INT(2, nseen, "both re-delivered at the last close");
+  CHECK(seen[0] == SIGHUP && seen[1] == SIGTERM, "in arrival order");
+  set_disposition(SIGHUP, SIG_DFL);
+}
+
+/* A disposition the program installs while frames are armed stays. */
+static void test_program_disposition_left_alone(void) {
+  lg_frame f;
+  int kick;
+  set_disposition(SIGTERM, SIG_DFL);
+  lg_frame_arm(&f, count_interrupt);
+  kick = lg_signal_kick_signal();
+  set_disposition(SIGTERM, recording_handler);   /* the program's own, meanwhile */
+  set_disposition(SIGINT, SIG_IGN);
+  if (kick != 0) set_disposition(kick, recording_handler);
+  lg_frame_close(&f);
+  CHECK(disposition(SIGTERM) == recording_handler, "the program's SIGTERM handler stays");
+  CHECK(disposition(SIGINT) == SIG_IGN, "the program's SIG_IGN stays");
+  CHECK(kick == 0 || disposition(kick) == recording_handler,
+        "the kick's signal, taken over by the program meanwhile, stays the program's");
+  set_disposition(SIGTERM, SIG_DFL);
+  set_disposition(SIGINT, SIG_DFL);
+  if (kick != 0) set_disposition(kick, SIG_DFL);
+}
+
+/* A signal during cleanups goes to the cleaning frame, not to one a cleanup
+** armed (deferred for everyone), and interrupts nobody. */
+static void test_frame_armed_by_cleanup_receives_nothing(void) {
+  lg_frame outer, inner;
+  set_disposition(SIGTERM, recording_handler);
+  interrupts = 0;
+  nseen = 0;
+  lg_frame_arm(&outer, count_interrupt);
+  lg_frame_begin_cleanup(&outer);
+  lg_frame_arm(&inner, count_interrupt);          /* armed by a cleanup */
+  kill(getpid(), SIGTERM);
+  CHECK_INT(0, inner.record.length, "the frame armed by the cleanup received nothing");
+  CHECK_INT(1, outer.record.length, "the cleaning frame did");
+  CHECK_INT(0, interrupts, "and nobody was interrupted");
+  lg_frame_close(&inner);
+  lg_frame_close(&outer);
+  CHECK_INT(1, nseen, "re-delivered after the outer frame's cleanups");
+}
+
+/* SIGPIPE: dropped while a frame cleans (the write fails with EPIPE), the
+** default otherwise, given back at the last close. */
+static void test_sigpipe_during_cleanups(void) {
+  lg_frame f;
+  int fds[2], status = 0;
+  pid_t child;
+  set_disposition(SIGPIPE, SIG_DFL);
+  lg_frame_arm(&f, count_interrupt);
+  CHECK(disposition(SIGPIPE) != SIG_DFL, "SIGPIPE is ours while a frame is armed");
+  if (pipe(fds) != 0) return;
+  close(fds[0]);
+  lg_frame_begin_cleanup(&f);
+  errno = 0;
+  CHECK(write(fds[1], "x", 1) == -1 && errno == EPIPE, "a cleanup's write to a closed pipe: EPIPE");
+  lg_frame_close(&f);
+  CHECK(disposition(SIGPIPE) == SIG_DFL, "SIGPIPE's default is back");
+  lg_frame_arm(&f, count_interrupt);
+  child = fork();
+  if (child == 0) {
+    lg_frame g;
+    lg_frame_arm(&g, count_interrupt);
+    if (write(fds[1], "x", 1) < 0) _exit(9);   /* not reached: SIGPIPE kills */
+    _exit(0);
+  }
+  waitpid(child, &status, 0);
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGPIPE,
+        "outside cleanups a write to a closed pipe still dies by SIGPIPE");
+  lg_frame_close(&f);
+  close(fds[1]);
+}
+
 int main(void) {
   test_arm_and_restore();
   test_record_and_interrupt();
@@ -322,5 +417,9 @@ int main(void) {
   test_fallback_flips_restart_for_cleanups();
   test_forked_child();
   test_record_overflow();
+  test_out_of_order_close_merges_in_arrival_order();
+  test_program_disposition_left_alone();
+  test_frame_armed_by_cleanup_receives_nothing();
+  test_sigpipe_during_cleanups();
   return tap_done();
 }
