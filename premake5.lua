@@ -74,7 +74,7 @@ embed("lua/luaguard/init.lua", BUILD .. "/gen/lg_embedded.c", "lg_embedded_init_
 
 local LUA_INCLUDE = "/usr/include/lua5.4"
 local WARNINGS = "-std=c99 -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes "
-              .. "-Wstrict-prototypes -Wdeclaration-after-statement -fPIC"
+              .. "-Wstrict-prototypes -Wdeclaration-after-statement -fPIC -fvisibility=hidden"
 
 workspace "luaguard"
   configurations { "release", "debug", "sanitize", "fuzz" }

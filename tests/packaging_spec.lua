@@ -124,3 +124,45 @@ describe("the LuaLS annotations (lua/luaguard/meta.lua)", function()
     end
   end)
 end)
+
+describe("the exported symbols", function()
+  -- Built with -fvisibility=hidden: a program embedding luaguard sees only
+  -- what luaguard.h declares LUAGUARD_API (an lg_log of its own cannot clash).
+  local function header_api()
+    local api = {}
+    for name in H.read(H.root .. "/src/include/luaguard.h"):gmatch("\nLUAGUARD_API [%w_ ]-%*?([%w_]+)%(") do
+      api[name] = true
+    end
+    return api
+  end
+  local function exported(file)
+    local names = {}
+    local p = io.popen("nm -D --defined-only " .. H.quote(file))
+    for line in p:lines() do
+      local name = line:match("^%x+ %u ([%w_]+)$")
+      if name and not name:match("^_") and name ~= "data_start" then names[#names + 1] = name end
+    end
+    p:close()
+    table.sort(names)
+    return names
+  end
+
+  it("libluaguard.so exports exactly the header's API", function()
+    local api, want = header_api(), {}
+    for name in pairs(api) do want[#want + 1] = name end
+    table.sort(want)
+    assert.is_true(#want >= 7, "the header declares the API")
+    assert.are.same(want, exported(H.build .. "/lib/libluaguard.so"))
+  end)
+
+  it("luaguard/core.so and the host export nothing but the header's API", function()
+    local api = header_api()
+    for _, file in ipairs({ H.build .. "/lib/lua/luaguard/core.so", H.host }) do
+      local names = exported(file)
+      assert.is_true(#names > 0, file)
+      for _, name in ipairs(names) do
+        assert.is_true(api[name] == true, ("%s exports %s, which luaguard.h does not declare"):format(file, name))
+      end
+    end
+  end)
+end)
