@@ -260,6 +260,58 @@ describe("the guard's promise off the well-walked paths", function()
     end)
   end)
 
+  describe("a coroutine with no guard of its own, resumed inside a guarded block", function()
+    it("is stopped: the block's cleanup runs and the process dies by the signal", function()
+      local r = H.run_prelude([[
+        local co = coroutine.create(function()     -- made before the handler
+          kill("TERM")
+          local t = os.time()
+          while os.time() - t < 5 do end
+          print("NOT REACHED: the coroutine kept looping")
+        end)
+        local h <close> = ErrorHandler(function() print("rolled back") end)
+        coroutine.resume(co)
+        print("NOT REACHED: the block went on")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("rolled back\n", r.stdout)
+    end)
+
+    it("cannot swallow it with pcall in a loop (coroutine.wrap, module mode)", function()
+      local r = stock([[
+        local h <close> = ErrorHandler(function() print("rolled back") end)
+        local step = coroutine.wrap(function()
+          kill("TERM")
+          local t = os.time()
+          while os.time() - t < 5 do pcall(function() end) end
+          print("NOT REACHED: swallowed")
+        end)
+        step()
+        print("NOT REACHED: the block went on")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("rolled back\n", r.stdout)
+    end)
+
+    it("a coroutine nested two deep is stopped too", function()
+      local r = H.run_prelude([[
+        local h <close> = ExitHandler(function() print("cleanup") end)
+        local outer = coroutine.wrap(function()
+          local inner = coroutine.wrap(function()
+            kill("HUP")
+            while true do end
+          end)
+          inner()
+          print("NOT REACHED: outer coroutine went on")
+        end)
+        outer()
+        print("NOT REACHED")
+      ]])
+      assert.are.equal(128 + SIG.HUP, r.status, r.stderr)
+      assert.are.equal("cleanup\n", r.stdout)
+    end)
+  end)
+
   describe("the REPL", function()
     -- stdin: a FIFO this test keeps open and feeds; the REPL writes its pid
     -- to $PIDDIR/pid when a line asks it to.

@@ -653,6 +653,13 @@ int lg_frame_close(lg_frame *f) {
   return rc;
 }
 
+void lg_frames_lock(void) { lock_take(); }
+
+void lg_frames_unlock(void) {
+  lock_give(lg_pid(), 0);
+  deliver_orphans();
+}
+
 lg_frame *lg_frame_top(void) {
   pid_t pid = lg_pid();
   lg_frame *f = top_frame;

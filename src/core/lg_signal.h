@@ -93,6 +93,12 @@ int lg_frame_close(lg_frame *f);
 lg_frame *lg_frame_top(void);
 lg_frame *lg_frame_older(const lg_frame *f);
 
+/* The list's lock, for a user whose own data the interrupt callback reads
+** (the binding's set of coroutines): normal code only, held briefly, no
+** call into Lua while held. */
+void lg_frames_lock(void);
+void lg_frames_unlock(void);
+
 /* Fill out[] with the record's signals in arrival order (overflowing arrivals
 ** once each, in first-arrival order); returns how many. out needs
 ** LG_RECORD_LIST_MAX slots. */

@@ -19,6 +19,13 @@
 ** when the last handler closes it restores exactly what was there and
 ** re-delivers what it received. Handlers may be closed in any order and
 ** live in several Lua states; each state is run by one thread at a time.
+**
+** Allocator: the first use of luaguard in a state wraps the state's
+** allocator (lua_setallocf) to know its coroutines, so that a signal also
+** stops a coroutine running inside a guarded block; the wrapper calls the
+** allocator that was there, and the original is put back when the state
+** closes. A program that installs its own allocator afterwards keeps
+** working; only that coroutine tracking stops.
 */
 #ifndef LUAGUARD_H
 #define LUAGUARD_H

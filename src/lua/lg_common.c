@@ -73,6 +73,17 @@ int lg_raise_os_error(lua_State *L, int err, const char *path, const char *reaso
   return lua_error(L);
 }
 
+void lg_open_type(lua_State *L, const char *name, const luaL_Reg *metamethods,
+                  const luaL_Reg *methods) {
+  if (luaL_newmetatable(L, name)) {
+    luaL_setfuncs(L, metamethods, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
 lua_State *lg_main_thread(lua_State *L) {
   lua_State *main;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);

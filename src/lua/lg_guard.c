@@ -9,8 +9,9 @@
 **     frame (or, while cleanups run, in the cleaning frame: deferred, and the
 **     path ends here until that frame closes, step 6).
 **  2. route calls the frame's interrupt, guard_interrupt (below): lua_sethook
-**     (count 1) on the guard's thread and its state's main thread; and
-**     kick_start, so a blocking call returns EINTR 0.2 ms later.
+**     (count 1) on the guard's thread, its state's main thread and every
+**     coroutine of the state (track_alloc knows them); and kick_start, so a
+**     blocking call returns EINTR 0.2 ms later.
 **  3. guard_hook runs at the next Lua instruction of whichever thread runs:
 **     - on a thread with an armed guard: guards of the state armed later on
 **       threads that cannot run now (suspended or dead coroutines) are closed
@@ -18,7 +19,9 @@
 **       SignalExit there (in flight; a return hook stays on);
 **     - on the main thread with no guard of its own (module mode, the guards
 **       sit in suspended coroutines): stop_state closes every armed handler
-**       of the state as by the signal; the last close re-delivers.
+**       of the state as by the signal; the last close re-delivers;
+**     - in a coroutine with no guard of its own: it is stopped (a SignalExit
+**       at each instruction until it is dead), and its resumer's block next.
 **  4. A protected call (pcall, xpcall, coroutine.resume) that returns while
 **     the guard is in flight swallowed the SignalExit: guard_hook raises the
 **     same object again at the next instruction.
@@ -31,6 +34,7 @@
 **     signal (lg_signal.c deliver): with SIG_DFL the process dies by it.
 */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -40,14 +44,33 @@
 #include "lg_common.h"
 #include "lg_guard.h"
 
-/* What the guards of one Lua state share; a full userdata in the registry
-** (its memory lives until lua_close frees the state, after the sweep). */
+/*
+** What the guards of one Lua state share. Malloc'd, not Lua memory: it is the
+** user data of the state's allocator (below), which Lua calls until the very
+** end of lua_close; it is freed with the state's last block.
+**
+** The coroutines. A signal must stop a coroutine that armed no guard of its
+** own but runs inside a guarded block (resumed from it), and the handler has
+** no way to ask Lua which thread runs. The allocator knows every thread: Lua
+** passes osize == LUA_TTHREAD when it makes one (the manual's lua_Alloc), and
+** the thread's lua_State follows its LUA_EXTRASPACE bytes (lua_getextraspace).
+** So the state's allocator is wrapped, the set of its coroutines kept (an
+** open-addressing table, changed under the core's list lock, which the
+** handler holds while it reads it), and guard_interrupt hooks them all.
+*/
 struct lg_state {
   lua_State *main;
   volatile sig_atomic_t closed;     /* swept: nothing may touch the state */
   volatile sig_atomic_t off_main;   /* armed guards on other threads than main */
   lua_Hook main_hook;               /* the main thread's own hook */
   int main_mask, main_count;
+  lua_Alloc base_alloc;             /* the allocator we wrap */
+  void *base_ud;
+  void *last_block;                 /* the state's own block: freed last */
+  size_t thread_size;               /* what Lua allocates for a thread */
+  volatile sig_atomic_t tracking;   /* our allocator is still the state's */
+  lua_State **threads;              /* the coroutines: NULL slots are free */
+  size_t nthreads, capacity;        /* capacity: 0 or a power of two */
 };
 
 #define STATE_KEY "luaguard.guard_state"
@@ -69,19 +92,140 @@ static int is_open(const lg_guard *g) {
   return g->frame.state == LG_FRAME_ARMED || g->frame.state == LG_FRAME_STOPPING;
 }
 
+
+/* ---- the coroutines of a state (lock held for every change) ---- */
+
+static size_t slot_of(const lg_state *st, const lua_State *co) {
+  return ((size_t)co >> 4) * 2654435761u & (st->capacity - 1);
+}
+
+static void threads_put(lg_state *st, lua_State *co) {
+  size_t i = slot_of(st, co);
+  while (st->threads[i] != NULL) i = (i + 1) & (st->capacity - 1);
+  st->threads[i] = co;
+  st->nthreads++;
+}
+
+/* Room for one more, keeping the table at most half full; 0 without memory
+** (the coroutine is then not tracked: only stopped when it yields). */
+static int threads_grow(lg_state *st) {
+  size_t old = st->capacity, i;
+  lua_State **was = st->threads, **now;
+  if (2 * (st->nthreads + 1) <= old) return 1;
+  now = (lua_State **)calloc(old == 0 ? 16 : 2 * old, sizeof *now);
+  if (now == NULL) return 0;
+  st->threads = now;
+  st->capacity = old == 0 ? 16 : 2 * old;
+  st->nthreads = 0;
+  for (i = 0; i < old; i++)
+    if (was[i] != NULL) threads_put(st, was[i]);
+  free(was);
+  return 1;
+}
+
+/* Remove co, moving back the entries after it (no tombstones). */
+static void threads_remove(lg_state *st, const lua_State *co) {
+  size_t i, j, mask = st->capacity - 1;
+  if (st->capacity == 0) return;
+  for (i = slot_of(st, co); st->threads[i] != co; i = (i + 1) & mask)
+    if (st->threads[i] == NULL) return;
+  st->threads[i] = NULL;
+  st->nthreads--;
+  for (j = (i + 1) & mask; st->threads[j] != NULL; j = (j + 1) & mask) {
+    lua_State *moved = st->threads[j];
+    st->threads[j] = NULL;
+    st->nthreads--;
+    threads_put(st, moved);
+  }
+}
+
+/*
+** The state's allocator (lua_setallocf in state_of): the base one does the
+** work; a thread made or freed is added to or removed from st->threads, and
+** the state's own block, freed last by lua_close, takes st with it.
+*/
+static void *track_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  lg_state *st = (lg_state *)ud;
+  void *block;
+  if (ptr == NULL && osize == LUA_TTHREAD && nsize > 0) {
+    block = st->base_alloc(st->base_ud, NULL, osize, nsize);
+    if (block != NULL) {
+      lg_frames_lock();
+      st->thread_size = nsize;
+      if (threads_grow(st)) threads_put(st, (lua_State *)((char *)block + LUA_EXTRASPACE));
+      lg_frames_unlock();
+    }
+    return block;
+  }
+  if (ptr != NULL && nsize == 0) {
+    if (ptr == st->last_block) {            /* lua_close's very last call */
+      lua_Alloc base = st->base_alloc;
+      void *base_ud = st->base_ud;
+      lg_frames_lock();
+      st->tracking = 0;
+      lg_frames_unlock();
+      free(st->threads);
+      free(st);
+      return base(base_ud, ptr, osize, 0);
+    }
+    if (osize == st->thread_size && st->nthreads > 0) {
+      lg_frames_lock();
+      threads_remove(st, (lua_State *)((char *)ptr + LUA_EXTRASPACE));
+      lg_frames_unlock();
+    }
+  }
+  return st->base_alloc(st->base_ud, ptr, osize, nsize);
+}
+
+/* Whether st's set of coroutines is still right: another library may have
+** put its own allocator in after ours, and then the set is dropped. */
+static void check_tracking(lua_State *L, lg_state *st) {
+  void *ud;
+  if (st->tracking && (lua_getallocf(L, &ud) != track_alloc || ud != st)) {
+    lg_frames_lock();
+    st->tracking = 0;
+    lg_frames_unlock();
+  }
+}
+
+/*
+** At lua_close, from the sentinel: the base allocator goes back and st with
+** it. Under stock lua5.4, luaguard/core.so is unloaded by a finalizer that
+** runs after ours (package's), while Lua still frees memory: the allocator
+** must not point into it then. If another library wrapped our allocator,
+** st stays (its wrapper still calls ours) and is freed with the last block.
+*/
+static void give_back_allocator(lua_State *L, lg_state *st) {
+  void *ud;
+  lg_frames_lock();
+  st->tracking = 0;
+  lg_frames_unlock();
+  if (lua_getallocf(L, &ud) != track_alloc || ud != st) return;
+  lua_setallocf(L, st->base_alloc, st->base_ud);
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  free(st->threads);
+  free(st);
+}
+
 /* L's state's guard data, made on first use. Stack: [-0, +0, m] */
 static lg_state *state_of(lua_State *L) {
   lg_state *st;
-  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) == LUA_TUSERDATA) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) == LUA_TLIGHTUSERDATA) {
     st = (lg_state *)lua_touserdata(L, -1);
     lua_pop(L, 1);
     return st;
   }
   lua_pop(L, 1);
-  st = (lg_state *)lua_newuserdatauv(L, sizeof *st, 0);
-  memset(st, 0, sizeof *st);
+  st = (lg_state *)calloc(1, sizeof *st);
+  if (st == NULL) luaL_error(L, "not enough memory");
   st->main = lg_main_thread(L);
+  st->last_block = (char *)st->main - LUA_EXTRASPACE;
+  st->base_alloc = lua_getallocf(L, &st->base_ud);
+  st->tracking = 1;
+  lua_pushlightuserdata(L, st);
   lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  lua_setallocf(L, track_alloc, st);
   return st;
 }
 
@@ -95,23 +239,24 @@ static lg_state *state_of(lua_State *L) {
 static void guard_interrupt(lg_frame *f) {
   lg_guard *g = (lg_guard *)f;
   lg_state *st = g->state;
-  lg_frame *o;
-  int main_decided = g->thread == st->main;
+  size_t i;
+  /* count 1: the next instruction; ret: a guard in flight keeps catching a
+  ** protected call that swallows its SignalExit (step 4) */
+  const int mask = LUA_MASKCOUNT | LUA_MASKRET;
   if (st->closed) return;
-  /* a thread whose newest guard is in flight keeps its return hook (step 4) */
-  if (!g->in_flight) lua_sethook(g->thread, guard_hook, LUA_MASKCOUNT, 1);
+  lua_sethook(g->thread, guard_hook, mask, 1);
+  lua_sethook(st->main, guard_hook, mask, 1);
   if (st->off_main > 0) {
+    lg_frame *o;
     for (o = f->older; o != NULL; o = o->older) {
       lg_guard *other = as_guard(o);
-      if (other == NULL || other->state != st || o->owner != f->owner) continue;
-      if (other->thread == st->main) {
-        if (main_decided) continue;
-        main_decided = 1;
-      }
-      if (!other->in_flight) lua_sethook(other->thread, guard_hook, LUA_MASKCOUNT, 1);
+      if (other != NULL && other->state == st && o->owner == f->owner)
+        lua_sethook(other->thread, guard_hook, mask, 1);
     }
   }
-  if (!main_decided) lua_sethook(st->main, guard_hook, LUA_MASKCOUNT, 1);
+  if (st->tracking)                 /* the list lock is held: the set is stable */
+    for (i = 0; i < st->capacity; i++)
+      if (st->threads[i] != NULL) lua_sethook(st->threads[i], guard_hook, mask, 1);
 }
 
 /* The innermost armed guard of this process on thread L. */
@@ -139,8 +284,9 @@ static int pending_signal(const lg_state *st) {
 /* The newest armed guard of st that a handler owns (not the host's frame),
 ** newer than 'limit' when given. */
 static lg_guard *newest_handler_guard(const lg_state *st, const lg_guard *limit) {
+  const lg_frame *stop = limit != NULL ? &limit->frame : NULL;
   lg_frame *f;
-  for (f = lg_frame_top(); f != NULL && f != &limit->frame; f = lg_frame_older(f)) {
+  for (f = lg_frame_top(); f != NULL && f != stop; f = lg_frame_older(f)) {
     lg_guard *g = as_guard(f);
     if (g != NULL && g->state == st && is_open(g) && g->close_stopped != NULL) return g;
   }
@@ -266,12 +412,21 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     raise_stop(L, g, sig);
   }
   if (sig != 0 && L == st->main) stop_state(L, st);
+  if (sig != 0 && L != st->main) {
+    /* a coroutine with no guard of its own, running inside a guarded block:
+    ** it is stopped too, and stays stopped (again at each instruction) until
+    ** it is dead; the block that resumed it then stops as usual */
+    push_signal_exit(L, sig);
+    lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
+    lua_error(L);
+  }
   put_back_hook(L, g, st);
 }
 
 
 int lg_guard_arm(lua_State *L, lg_guard *g, lg_guard_close_fn close_stopped) {
   lg_state *st = state_of(L);
+  check_tracking(L, st);
   memset(g, 0, sizeof *g);
   g->thread = L;
   g->state = st;
@@ -394,6 +549,7 @@ void lg_sweep_guards(lua_State *L) {
     else f = lg_frame_older(f);
   }
   st->closed = 1;
+  give_back_allocator(L, st);
 }
 
 

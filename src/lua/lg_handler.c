@@ -309,12 +309,7 @@ static const luaL_Reg handler_metamethods[] = {
 };
 
 void lg_open_handler(lua_State *L) {
-  if (luaL_newmetatable(L, LG_HANDLER_MT)) {
-    luaL_setfuncs(L, handler_metamethods, 0);
-    luaL_newlib(L, handler_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  lg_open_type(L, LG_HANDLER_MT, handler_metamethods, handler_methods);
   if (lua_getfield(L, LUA_REGISTRYINDEX, ARMED_KEY) != LUA_TTABLE) {
     lua_newtable(L);
     lua_createtable(L, 0, 1);

@@ -200,7 +200,7 @@ static const luaL_Reg lockfile_methods[] = {
 };
 
 static const luaL_Reg lockfile_metamethods[] = {
-  {"__index", NULL},        /* set below */
+  {"__index", NULL},        /* the methods: lg_open_type */
   {"__gc", lockfile_release},
   {"__close", lockfile_release},
   {"__tostring", lockfile_tostring},
@@ -208,15 +208,10 @@ static const luaL_Reg lockfile_metamethods[] = {
 };
 
 void lg_open_lockfile(lua_State *L) {
-  if (luaL_newmetatable(L, LG_LOCKFILE_MT)) {
-    luaL_setfuncs(L, lockfile_metamethods, 0);
-    luaL_newlib(L, lockfile_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  lg_open_type(L, LG_LOCKFILE_MT, lockfile_metamethods, lockfile_methods);
 }
 
-/* See lg_sweep_handlers: a LockFile taken while its state was closing. */
+/* See lg_sweep_guards: a LockFile taken while its state was closing. */
 void lg_sweep_locks(lua_State *L) {
   int n = lg_lock_release_context(lg_main_thread(L));
   if (n > 0) lg_log("released %d lock(s) taken while the Lua state was closing", n);

@@ -157,9 +157,38 @@ static void test_two_threads(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/* A SignalExit caught outside its guard holds no reference of ours: after
+** the handler closed, collectgarbage() frees it. */
+static void test_caught_signal_exit_is_freed(void) {
+  lua_State *L = new_state();
+  terms = 0;
+  signal(SIGTERM, count_term);
+  CHECK(strcmp(run(L,
+    "local weak = setmetatable({}, { __mode = 'v' })\n"
+    "for i = 1, 3 do\n"
+    "  local ok, e = pcall(function()\n"
+    "    local h <close> = luaguard.ErrorHandler(function() end)\n"
+    "    local me = io.open('/proc/self/stat'):read('n')\n"
+    "    io.popen('kill -TERM ' .. me):close()\n"
+    "    while true do end\n"
+    "  end)\n"
+    "  weak[i] = e\n"
+    "end\n"
+    "local kinds = weak[1].kind .. weak[2].kind .. weak[3].kind\n"
+    "collectgarbage(); collectgarbage()\n"
+    "local alive = 0\n"
+    "for i = 1, 3 do if weak[i] then alive = alive + 1 end end\n"
+    "return kinds .. ' ' .. alive"), "SignalExitSignalExitSignalExit 0") == 0,
+    "three SignalExits caught outside their guards are all collected");
+  CHECK_INT(3, terms, "each signal went on to the program's handler");
+  lua_close(L);
+  signal(SIGTERM, SIG_DFL);
+}
+
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
+  alarm(120);   /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
   setenv("LUA_PATH", "/nonexistent/?.lua", 1);     /* prove no file is needed */
   setenv("LUA_CPATH", "/nonexistent/?.so", 1);
   luaL_openlibs(L);
@@ -197,6 +226,7 @@ int main(void) {
   test_made_while_closing(dir);
   test_two_states_closed_out_of_order();
   test_two_threads();
+  test_caught_signal_exit_is_freed();
   rmdir(dir);
   return tap_done();
 }

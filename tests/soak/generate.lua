@@ -2,6 +2,11 @@
 --
 --   lua5.4 tests/soak/generate.lua HOST COUNT [SEED]
 --
+-- HOST is the luaguard program, or "lua5.4" for module mode (stock lua5.4,
+-- require "luaguard", LUA_PATH/LUA_CPATH set by the caller); half the
+-- programs of a host run go through stock lua5.4 and require "luaguard" when
+-- MODULE_LUA_PATH and MODULE_LUA_CPATH say where the module is.
+--
 -- Each program arms handlers (ErrorHandler or ExitHandler, in the main thread
 -- or in a coroutine left suspended), registers cleanups, closes handlers in
 -- any order, sends itself signals from the body or from a cleanup, and may
@@ -19,18 +24,30 @@
 -- TAP on stdout: one line for the whole run, the failing programs below it.
 
 local host, count, seed = arg[1], tonumber(arg[2] or "500"), tonumber(arg[3] or os.time())
+local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local module_env = os.getenv("MODULE_LUA_PATH") and os.getenv("MODULE_LUA_CPATH") and
+  ("LUA_PATH=%s LUA_CPATH=%s"):format(quote(os.getenv("MODULE_LUA_PATH")),
+                                      quote(os.getenv("MODULE_LUA_CPATH")))
+-- an ASan-built core.so needs the runtime preloaded into stock lua5.4
+if module_env and (os.getenv("MODULE_PRELOAD") or "") ~= "" then
+  module_env = module_env .. " LD_PRELOAD=" .. quote(os.getenv("MODULE_PRELOAD"))
+end
 assert(host and count, "usage: generate.lua HOST COUNT [SEED]")
 math.randomseed(seed)
 
 local SIGNALS = { TERM = 15, HUP = 1, INT = 2 }
 local NAMES = { "TERM", "HUP", "INT" }
+-- stock lua5.4 owns SIGINT (lua.c's own handler around the chunk, SIG_DFL
+-- after it): there it is the "disposition from before", so module-mode
+-- programs leave SIGINT out
+local MODULE_NAMES = { "TERM", "HUP" }
 
 local function pick(t) return t[math.random(#t)] end
 
 -- A program is a list of statements:
 --   {op = "arm", id, kind, co, cleanups = {{name, signal or nil}, ...}}
 --   {op = "close", id}      {op = "signal", name}      {op = "exit", n}
-local function generate()
+local function generate(names)
   local prog, armed, open, nextid = {}, {}, {}, 1
   local steps = math.random(2, 9)
   for _ = 1, steps do
@@ -38,7 +55,7 @@ local function generate()
     if r < 0.45 or #open == 0 then
       local cleanups = {}
       for c = 1, math.random(1, 2) do
-        local sends = math.random() < 0.15 and pick(NAMES) or nil
+        local sends = math.random() < 0.15 and pick(names) or nil
         cleanups[#cleanups + 1] = { name = nextid .. string.char(96 + c), signal = sends }
       end
       local st = { op = "arm", id = nextid, kind = math.random() < 0.5 and "ErrorHandler" or "ExitHandler",
@@ -52,7 +69,7 @@ local function generate()
       prog[#prog + 1] = { op = "close", id = open[k] }
       table.remove(open, k)
     elseif r < 0.93 then
-      prog[#prog + 1] = { op = "signal", name = pick(NAMES) }
+      prog[#prog + 1] = { op = "signal", name = pick(names) }
     else
       prog[#prog + 1] = { op = "exit", n = math.random(0, 9) }
       break
@@ -61,8 +78,11 @@ local function generate()
   return prog
 end
 
-local function render(prog)
-  local out = { [[
+local function render(prog, module_mode)
+  local out = { module_mode and [[
+local g = require "luaguard"
+local ErrorHandler, ExitHandler = g.ErrorHandler, g.ExitHandler
+]] or "", [[
 local PID = io.open("/proc/self/stat"):read("n")
 local function kill(name) io.popen("kill -" .. name .. " " .. PID):close() end
 local function log(s, sends) io.write(s, " "); if sends then kill(sends) end end
@@ -95,7 +115,7 @@ local H = {}
 end
 
 -- The reference machine: what must be logged, and how the process ends.
-local function predict(prog)
+local function predict(prog, module_mode)
   local open, log, first_signal = {}, {}, nil
   local by_id = {}
   -- run h's cleanups (last registered first); returns the first signal one sent
@@ -151,7 +171,9 @@ local function predict(prog)
   end
   -- the script ends: lua_close closes what is open, newest first, as on a
   -- normal exit; a signal a cleanup sends goes to the host's frame (deferred)
-  close_all(false, false)
+  -- or, in module mode where there is none, to the next handler, which then
+  -- closes as stopped
+  close_all(false, module_mode)
   return table.concat(log, " "), first_signal and 128 + SIGNALS[first_signal] or 0
 end
 
@@ -162,20 +184,22 @@ local script, out = dir .. "/p.lua", dir .. "/out"
 
 local failures, shown = 0, 0
 for i = 1, count do
-  local prog = generate()
-  local text = render(prog)
+  local module_mode = module_env ~= nil and i % 2 == 0
+  local prog = generate(module_mode and MODULE_NAMES or NAMES)
+  local text = render(prog, module_mode)
   local f = assert(io.open(script, "w"))
   f:write(text)
   f:close()
-  local ok, how, code = os.execute(("timeout -s KILL 20 %s %s >%s 2>/dev/null"):format(host, script, out))
+  local command = module_mode and ("env %s lua5.4"):format(module_env) or host
+  local ok, how, code = os.execute(("timeout -s KILL 20 %s %s >%s 2>/dev/null"):format(command, script, out))
   local status = how == "signal" and 128 + code or code
   local got = (io.open(out):read("a")):gsub("%s+$", "")
-  local want_log, want_status = predict(prog)
+  local want_log, want_status = predict(prog, module_mode)
   if got ~= want_log or status ~= want_status then
     failures = failures + 1
     if shown < 5 then
       shown = shown + 1
-      io.write(("# program %d (seed %d):\n"):format(i, seed))
+      io.write(("# program %d (seed %d, %s):\n"):format(i, seed, module_mode and "module mode" or "host"))
       for line in text:gmatch("[^\n]+") do io.write("#   ", line, "\n") end
       io.write(("#   expected log %q, status %d\n#   got      log %q, status %s\n")
         :format(want_log, want_status, got, tostring(status)))
@@ -185,7 +209,8 @@ for i = 1, count do
 end
 os.execute("rm -rf " .. dir)
 if failures == 0 then
-  print(("ok 1 - generator: %d random programs (seed %d) behave as the model predicts"):format(count, seed))
+  print(("ok 1 - generator: %d random programs (seed %d%s) behave as the model predicts")
+    :format(count, seed, module_env and ", half in module mode" or ""))
 else
   print(("not ok 1 - generator: %d of %d random programs (seed %d) did not behave as predicted")
     :format(failures, count, seed))
