@@ -93,6 +93,7 @@ static struct sigaction kick_saved;
 static timer_t kick_timer;
 static int kick_timer_signal;
 static pid_t kick_timer_owner;                   /* timers are not inherited */
+static pid_t kick_timer_tid;                     /* the thread it kicks */
 static volatile sig_atomic_t kick_active;
 static volatile sig_atomic_t kick_delay_ns;
 static volatile sig_atomic_t kick_used;          /* since install */
@@ -214,12 +215,22 @@ void lg_signal_kick_stop(void) {
 int lg_signal_kick_signal(void) { return kick_signal; }
 void lg_signal_use_kick(int enabled) { kick_wanted = enabled; }
 
-/* A timer sending sig to this thread, made once per process. Call with
-** kick_signal 0: the handler must not use kick_timer while it changes. */
+/* This thread's id, cached per thread (normal code only: the first use of a
+** thread-local may allocate in a dlopen'ed module). */
+static pid_t current_tid(void) {
+  static __thread pid_t tid;
+  if (tid == 0) tid = (pid_t)syscall(SYS_gettid);
+  return tid;
+}
+
+/* A timer sending sig to this thread, made again only when the process, the
+** signal or the arming thread changed (the thread it kicked may be gone).
+** Call with kick_signal 0: the handler must not use kick_timer meanwhile. */
 static int kick_make_timer(int sig) {
   struct sigevent ev;
   pid_t pid = lg_pid();
-  if (kick_timer_owner == pid && kick_timer_signal == sig) return 0;
+  if (kick_timer_owner == pid && kick_timer_signal == sig && kick_timer_tid == current_tid())
+    return 0;
   if (kick_timer_owner == pid) timer_delete(kick_timer);
   kick_timer_owner = 0;
   memset(&ev, 0, sizeof ev);
@@ -227,9 +238,9 @@ static int kick_make_timer(int sig) {
 #ifdef SIGEV_THREAD_ID
   ev.sigev_notify = SIGEV_THREAD_ID;   /* the body's thread, not any thread */
 #ifdef sigev_notify_thread_id
-  ev.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+  ev.sigev_notify_thread_id = current_tid();
 #else
-  ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);   /* glibc before 2.41 */
+  ev._sigev_un._tid = current_tid();   /* glibc before 2.41 */
 #endif
 #else
   ev.sigev_notify = SIGEV_SIGNAL;
@@ -237,6 +248,7 @@ static int kick_make_timer(int sig) {
   if (timer_create(CLOCK_MONOTONIC, &ev, &kick_timer) != 0) return -1;
   kick_timer_owner = pid;
   kick_timer_signal = sig;
+  kick_timer_tid = current_tid();
   return 0;
 }
 

@@ -26,6 +26,16 @@ static const char *run(lua_State *L, const char *code) {
 static volatile sig_atomic_t terms;
 static void count_term(int sig) { (void)sig; terms++; }
 
+/* sigaction, not signal(): with _POSIX_C_SOURCE glibc's signal() is one-shot
+** (SA_RESETHAND), and a second SIGTERM would then end the test. */
+static void catch_term(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = count_term;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
 static int note_armed(lua_State *L);
 
 static lua_State *new_state(void) {
@@ -61,7 +71,7 @@ static void test_made_while_closing(const char *dir) {
   snprintf(lock_path, sizeof lock_path, "%s/.certbot.lock", dir);
   CHECK(access(lock_path, F_OK) != 0, "the lock taken during the close is released");
   L = new_state();
-  signal(SIGTERM, count_term);  /* re-delivered to it after the cleanup */
+  catch_term();  /* re-delivered to it after the cleanup */
   CHECK(strcmp(run(L,
     "local got\n"
     "local ok, e = pcall(function()\n"
@@ -86,7 +96,7 @@ static void test_made_while_closing(const char *dir) {
 static void test_two_states_closed_out_of_order(void) {
   lua_State *A = new_state(), *B = new_state();
   terms = 0;
-  signal(SIGTERM, count_term);
+  catch_term();
   CHECK(strcmp(run(A, "KEEP = luaguard.ExitHandler(function() end) return 'a'"), "a") == 0,
         "state A arms first");
   CHECK(strcmp(run(B, "CLEANED = false\n"
@@ -138,7 +148,7 @@ static void test_two_threads(void) {
   int waited = 0;
   terms = 0;
   armed_threads = 0;
-  signal(SIGTERM, count_term);
+  catch_term();
   pthread_create(&t1, NULL, guarded_thread, NULL);
   pthread_create(&t2, NULL, guarded_thread, NULL);
   while (armed_threads < 2 && waited++ < 5000) {
@@ -162,7 +172,7 @@ static void test_two_threads(void) {
 static void test_caught_signal_exit_is_freed(void) {
   lua_State *L = new_state();
   terms = 0;
-  signal(SIGTERM, count_term);
+  catch_term();
   CHECK(strcmp(run(L,
     "local weak = setmetatable({}, { __mode = 'v' })\n"
     "for i = 1, 3 do\n"

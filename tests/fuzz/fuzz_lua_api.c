@@ -135,6 +135,12 @@ static const char *const steps[] = {
   "C = coroutine.wrap(function() H[$] = ExitHandler(#) coroutine.yield() kill() end) C()",
   "if C then C() end",
   "local _ = ErrorHandler():run(#, #)",
+  /* handlers left in suspended coroutines; coroutines with no guard stopped */
+  "CO = coroutine.create(function() H[$] = ErrorHandler(#) coroutine.yield() end) coroutine.resume(CO)",
+  "if CO then coroutine.resume(CO) end",
+  "local co = coroutine.wrap(function() kill() for i = 1, 1e5 do end end) co()",
+  "local h <close> = ExitHandler(#) coroutine.wrap(function() kill() for i = 1, 1e5 do end end)()",
+  "H[$] = ExitHandler(function() H[$] = ErrorHandler(#) kill() end)",
 };
 #define NSTEPS (sizeof steps / sizeof steps[0])
 
@@ -192,7 +198,7 @@ static void build_program(const uint8_t *data, size_t size, luaL_Buffer *b) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  lua_State *L = luaL_newstate(), *P;
+  lua_State *L = luaL_newstate(), *P, *second;
   luaL_Buffer b;
   char *program;
   size_t len;
@@ -217,9 +223,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   if (getenv("LG_FUZZ_PRINT") != NULL) fprintf(stderr, "--- program:\n%s", program);
   if (luaL_loadbuffer(L, program, len, "=fuzz") != LUA_OK) fail("the generated program does not load", program);
+  /* a second Lua state with a handler armed from before the program, closed
+  ** before or after the first state as the input says: frames of two states
+  ** closed in either order */
+  second = luaL_newstate();
+  if (second != NULL) {
+    luaL_openlibs(second);
+    luaguard_open_globals(second);
+    if (luaL_dostring(second, "KEEP = ExitHandler(function() end)") != LUA_OK) lua_pop(second, 1);
+  }
   lua_pushstring(L, sandbox);
   (void)lua_pcall(L, 1, 0, 0);   /* errors are fine: a SignalExit may end it */
+  if (second != NULL && size > 0 && (data[0] & 1)) { lua_close(second); second = NULL; }
   lua_close(L);
+  if (second != NULL) lua_close(second);
 
   if (test_count_fds() != fds) fail("descriptor leaked", program);
   if (!sandbox_clean()) fail("the sandbox holds something besides its fixtures", program);
