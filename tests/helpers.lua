@@ -82,22 +82,21 @@ local function env_prefix(env)
 end
 
 -- Under scripts/test --valgrind: every run of the host goes through memcheck,
--- each process logging to its own file that scripts/test reads at the end.
+-- each process logging to its own file that scripts/test reads at the end
+-- (LUAGUARD_VALGRIND: the command, written once, in scripts/test).
 H.valgrind_logs = os.getenv("LUAGUARD_VALGRIND_LOGS")
+local valgrind = {}
+for word in (os.getenv("LUAGUARD_VALGRIND") or ""):gmatch("%S+") do valgrind[#valgrind + 1] = word end
 
 local function command_line(argv, bare)
   if H.asan_preload and argv[1] == H.lua then
     argv = { "env", "LD_PRELOAD=" .. H.asan_preload, table.unpack(argv) }
   end
-  if H.valgrind_logs and not bare then
+  if #valgrind > 0 and not bare then
     for i, a in ipairs(argv) do
       if a == H.host then
         local wrapped = { table.unpack(argv, 1, i - 1) }
-        for _, v in ipairs({ "valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite",
-                             "--errors-for-leak-kinds=definite",
-                             "--log-file=" .. H.valgrind_logs .. "/vg.%p.log" }) do
-          wrapped[#wrapped + 1] = v
-        end
+        for _, v in ipairs(valgrind) do wrapped[#wrapped + 1] = v end
         for k = i, #argv do wrapped[#wrapped + 1] = argv[k] end
         argv = wrapped
         break
@@ -136,9 +135,14 @@ function H.run_script(text, args, opts)
   argv[#argv + 1] = opts.interpreter or H.host
   argv[#argv + 1] = path
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  if opts.interpreter == H.lua then
-    opts.env = opts.env or {}
-    for k, v in pairs(H.module_env) do opts.env[k] = opts.env[k] or v end
+  if opts.interpreter == H.lua then   -- a copy: the caller's tables stay as they were
+    local env = {}
+    for k, v in pairs(H.module_env) do env[k] = v end
+    for k, v in pairs(opts.env or {}) do env[k] = v end
+    local copy = {}
+    for k, v in pairs(opts) do copy[k] = v end
+    copy.env = env
+    opts = copy
   end
   return H.run(argv, opts)
 end

@@ -73,10 +73,15 @@ int lg_raise_os_error(lua_State *L, int err, const char *path, const char *reaso
   return lua_error(L);
 }
 
-void lg_open_type(lua_State *L, const char *name, const luaL_Reg *metamethods,
-                  const luaL_Reg *methods) {
-  if (luaL_newmetatable(L, name)) {
-    luaL_setfuncs(L, metamethods, 0);
+void lg_open_type(lua_State *L, const char *name, lua_CFunction close,
+                  lua_CFunction tostring, const luaL_Reg *methods) {
+  if (luaL_newmetatable(L, name)) {             /* stack: mt */
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");

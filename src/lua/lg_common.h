@@ -27,11 +27,11 @@ void lg_push_error(lua_State *L, const char *kind, const char *message);
 /* Pushes an OSError for errno 'err' on 'path' and raises it. */
 int lg_raise_os_error(lua_State *L, int err, const char *path, const char *reason);
 
-/* Registers a userdata type: the metatable 'name' with 'metamethods' (its
-** "__index" entry, NULL there, becomes a table of 'methods'), made once per
-** state. Stack: [-0, +0, m] */
-void lg_open_type(lua_State *L, const char *name, const luaL_Reg *metamethods,
-                  const luaL_Reg *methods);
+/* Registers a userdata type, once per state: the metatable 'name' with
+** __index (a table of 'methods'), __tostring, and one idempotent close
+** function as both __close and __gc (liolib's shape). Stack: [-0, +0, m] */
+void lg_open_type(lua_State *L, const char *name, lua_CFunction close,
+                  lua_CFunction tostring, const luaL_Reg *methods);
 
 /* The Lua state L belongs to (its main thread), as an identity. */
 lua_State *lg_main_thread(lua_State *L);

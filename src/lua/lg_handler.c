@@ -242,14 +242,10 @@ static int handler_close_method(lua_State *L) {
   return 0;
 }
 
-/* __close(h, err): Lua passes the error, or nil on a normal exit. */
-static int handler_tbc_close(lua_State *L) {
-  handler_close(L, 1, !lua_isnil(L, 2));
-  return 0;
-}
-
-static int handler_gc(lua_State *L) {
-  handler_close(L, 1, 0);
+/* __close(h, err) and __gc(h): Lua passes the error, or nil on a normal exit
+** (and nothing to __gc). */
+static int handler_close_meta(lua_State *L) {
+  handler_close(L, 1, !lua_isnoneornil(L, 2));
   return 0;
 }
 
@@ -300,16 +296,8 @@ static const luaL_Reg handler_methods[] = {
   {NULL, NULL}
 };
 
-static const luaL_Reg handler_metamethods[] = {
-  {"__index", NULL},
-  {"__close", handler_tbc_close},
-  {"__gc", handler_gc},
-  {"__tostring", handler_tostring},
-  {NULL, NULL}
-};
-
 void lg_open_handler(lua_State *L) {
-  lg_open_type(L, LG_HANDLER_MT, handler_metamethods, handler_methods);
+  lg_open_type(L, LG_HANDLER_MT, handler_close_meta, handler_tostring, handler_methods);
   if (lua_getfield(L, LUA_REGISTRYINDEX, ARMED_KEY) != LUA_TTABLE) {
     lua_newtable(L);
     lua_createtable(L, 0, 1);

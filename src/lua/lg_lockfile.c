@@ -199,16 +199,8 @@ static const luaL_Reg lockfile_methods[] = {
   {NULL, NULL}
 };
 
-static const luaL_Reg lockfile_metamethods[] = {
-  {"__index", NULL},        /* the methods: lg_open_type */
-  {"__gc", lockfile_release},
-  {"__close", lockfile_release},
-  {"__tostring", lockfile_tostring},
-  {NULL, NULL}
-};
-
 void lg_open_lockfile(lua_State *L) {
-  lg_open_type(L, LG_LOCKFILE_MT, lockfile_metamethods, lockfile_methods);
+  lg_open_type(L, LG_LOCKFILE_MT, lockfile_release, lockfile_tostring, lockfile_methods);
 }
 
 /* See lg_sweep_guards: a LockFile taken while its state was closing. */

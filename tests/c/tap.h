@@ -7,12 +7,15 @@
 #define TAP_H
 
 #include <stdio.h>
+#include <string.h>
 
 static int tap_count, tap_failed;
 
 #define CHECK(cond, what) tap_check((cond), (what), #cond, __FILE__, __LINE__)
 #define CHECK_INT(expected, actual, what) \
   tap_check_int((long)(expected), (long)(actual), (what), __FILE__, __LINE__)
+#define CHECK_STR(expected, actual, what) \
+  tap_check_str((expected), (actual), (what), __FILE__, __LINE__)
 
 static inline int tap_check(int ok, const char *what, const char *expr,
                             const char *file, int line) {
@@ -37,6 +40,21 @@ static inline int tap_check_int(long expected, long actual, const char *what,
   }
   fflush(stdout);
   return expected == actual;
+}
+
+static inline int tap_check_str(const char *expected, const char *actual, const char *what,
+                                const char *file, int line) {
+  int ok = actual != NULL && strcmp(expected, actual) == 0;
+  tap_count++;
+  if (ok) printf("ok %d - %s\n", tap_count, what);
+  else {
+    tap_failed++;
+    printf("not ok %d - %s\n#   %s:%d: expected \"%s\", got %s%s%s\n", tap_count, what,
+           file, line, expected, actual != NULL ? "\"" : "", actual != NULL ? actual : "NULL",
+           actual != NULL ? "\"" : "");
+  }
+  fflush(stdout);
+  return ok;
 }
 
 static inline int tap_done(void) {

@@ -64,7 +64,7 @@ static void test_made_while_closing(const char *dir) {
     "  LATE_LOCK = luaguard.lock.dir('%s')\n"
     "end)\n"
     "return 'armed'", dir);
-  CHECK(strcmp(run(L, code), "armed") == 0, "a global ExitHandler armed");
+  CHECK_STR("armed", run(L, code), "a global ExitHandler armed");
   lua_close(L);
   sigaction(SIGTERM, NULL, &now);
   CHECK(now.sa_handler == SIG_DFL, "after lua_close SIGTERM is back to its default");
@@ -72,7 +72,7 @@ static void test_made_while_closing(const char *dir) {
   CHECK(access(lock_path, F_OK) != 0, "the lock taken during the close is released");
   L = new_state();
   catch_term();  /* re-delivered to it after the cleanup */
-  CHECK(strcmp(run(L,
+  CHECK_STR("cleanup SignalExit: SIGTERM", run(L,
     "local got\n"
     "local ok, e = pcall(function()\n"
     "  local h <close> = luaguard.ErrorHandler(function() got = 'cleanup' end)\n"
@@ -80,7 +80,7 @@ static void test_made_while_closing(const char *dir) {
     "  io.popen('kill -TERM ' .. me):close()\n"
     "  while true do end\n"
     "end)\n"
-    "return tostring(got) .. ' ' .. tostring(e)"), "cleanup SignalExit: SIGTERM") == 0,
+    "return tostring(got) .. ' ' .. tostring(e)"),
     "a second state still stops on a signal and runs its cleanup");
   CHECK_INT(1, terms, "then the SIGTERM goes on to the handler that was there before");
   lua_close(L);
@@ -97,17 +97,15 @@ static void test_two_states_closed_out_of_order(void) {
   lua_State *A = new_state(), *B = new_state();
   terms = 0;
   catch_term();
-  CHECK(strcmp(run(A, "KEEP = luaguard.ExitHandler(function() end) return 'a'"), "a") == 0,
+  CHECK_STR("a", run(A, "KEEP = luaguard.ExitHandler(function() end) return 'a'"),
         "state A arms first");
-  CHECK(strcmp(run(B, "CLEANED = false\n"
-                      "KEEP = luaguard.ExitHandler(function() CLEANED = true end) return 'b'"),
-               "b") == 0, "state B arms second");
+  CHECK_STR("b", run(B, "CLEANED = false\n"
+                      "KEEP = luaguard.ExitHandler(function() CLEANED = true end) return 'b'"), "state B arms second");
   lua_close(A);                                   /* the oldest frame goes first */
   kill(getpid(), SIGTERM);
   CHECK_INT(0, terms, "SIGTERM is still caught while B's handler is armed");
-  CHECK(strcmp(run(B, "local s = 0 for i = 1, 1000 do s = s + i end return 'went on'"),
-               "SignalExit: SIGTERM") == 0, "B's next chunk is stopped by it");
-  CHECK(strcmp(run(B, "KEEP:close() return tostring(CLEANED)"), "true") == 0,
+  CHECK_STR("SignalExit: SIGTERM", run(B, "local s = 0 for i = 1, 1000 do s = s + i end return 'went on'"), "B's next chunk is stopped by it");
+  CHECK_STR("true", run(B, "KEEP:close() return tostring(CLEANED)"),
         "B's cleanup ran");
   CHECK_INT(1, terms, "then the signal went on to the previous handler, once");
   lua_close(B);
@@ -159,8 +157,8 @@ static void test_two_threads(void) {
   kill(getpid(), SIGTERM);
   pthread_join(t1, &r1);
   pthread_join(t2, &r2);
-  CHECK(strcmp((char *)r1, "1 SignalExit: SIGTERM") == 0, "thread 1 stopped, its cleanup ran once");
-  CHECK(strcmp((char *)r2, "1 SignalExit: SIGTERM") == 0, "thread 2 stopped, its cleanup ran once");
+  CHECK_STR("1 SignalExit: SIGTERM", (char *)r1, "thread 1 stopped, its cleanup ran once");
+  CHECK_STR("1 SignalExit: SIGTERM", (char *)r2, "thread 2 stopped, its cleanup ran once");
   CHECK_INT(1, terms, "the signal re-delivered once, after both");
   free(r1);
   free(r2);
@@ -173,7 +171,7 @@ static void test_caught_signal_exit_is_freed(void) {
   lua_State *L = new_state();
   terms = 0;
   catch_term();
-  CHECK(strcmp(run(L,
+  CHECK_STR("SignalExitSignalExitSignalExit 0", run(L,
     "local weak = setmetatable({}, { __mode = 'v' })\n"
     "for i = 1, 3 do\n"
     "  local ok, e = pcall(function()\n"
@@ -188,7 +186,7 @@ static void test_caught_signal_exit_is_freed(void) {
     "collectgarbage(); collectgarbage()\n"
     "local alive = 0\n"
     "for i = 1, 3 do if weak[i] then alive = alive + 1 end end\n"
-    "return kinds .. ' ' .. alive"), "SignalExitSignalExitSignalExit 0") == 0,
+    "return kinds .. ' ' .. alive"),
     "three SignalExits caught outside their guards are all collected");
   CHECK_INT(3, terms, "each signal went on to the program's handler");
   lua_close(L);
@@ -204,11 +202,11 @@ int main(void) {
   luaL_openlibs(L);
   luaL_requiref(L, "luaguard", luaopen_luaguard, 1);
   lua_pop(L, 1);
-  CHECK(strcmp(run(L, "return type(luaguard.lock.dir)"), "function") == 0,
+  CHECK_STR("function", run(L, "return type(luaguard.lock.dir)"),
         "luaopen_luaguard gives the whole module");
-  CHECK(strcmp(run(L, "return tostring(require('luaguard') == luaguard)"), "true") == 0,
+  CHECK_STR("true", run(L, "return tostring(require('luaguard') == luaguard)"),
         "require returns the same table");
-  CHECK(strcmp(run(L, "return tostring(rawget(_G, 'lock'))"), "nil") == 0,
+  CHECK_STR("nil", run(L, "return tostring(rawget(_G, 'lock'))"),
         "the module sets no global of its own");
   CHECK(mkdtemp(dir) != NULL, "temp dir");
   snprintf(code, sizeof code,
@@ -216,22 +214,21 @@ int main(void) {
   {
     char expected[512];
     snprintf(expected, sizeof expected, "LockFile(%s/.certbot.lock) <acquired>", dir);
-    CHECK(strcmp(run(L, code), expected) == 0, "a lock through the embedded module");
+    CHECK_STR(expected, run(L, code), "a lock through the embedded module");
   }
-  CHECK(strcmp(run(L,
+  CHECK_STR("b,a", run(L,
     "local out = {}\n"
     "local h = luaguard.ExitHandler(function(x) out[#out+1] = x end, 'a')\n"
     "h:register(function() out[#out+1] = 'b' end)\n"
     "h:close()\n"
-    "return table.concat(out, ',')"), "b,a") == 0, "handlers through the embedded module");
+    "return table.concat(out, ',')"), "handlers through the embedded module");
   lua_close(L);
   L = luaL_newstate();
   luaL_openlibs(L);
   luaguard_open_globals(L);
   CHECK(lua_gettop(L) == 0, "luaguard_open_globals leaves the stack as it was");
-  CHECK(strcmp(run(L, "local g = require('luaguard'); return tostring(lock == g.lock and "
-                      "ErrorHandler == g.ErrorHandler and ExitHandler == g.ExitHandler)"),
-               "true") == 0, "luaguard_open_globals: the host's globals, the module's objects");
+  CHECK_STR("true", run(L, "local g = require('luaguard'); return tostring(lock == g.lock and "
+                      "ErrorHandler == g.ErrorHandler and ExitHandler == g.ExitHandler)"), "luaguard_open_globals: the host's globals, the module's objects");
   lua_close(L);
   test_made_while_closing(dir);
   test_two_states_closed_out_of_order();
