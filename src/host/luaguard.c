@@ -407,9 +407,14 @@ static void repl_check_signals(lua_State *L) {
 }
 
 /* readline calls this when a read at the prompt was interrupted by a signal
-** it does not handle itself (the kick, or ours once readline re-raised it). */
+** it does not handle itself (the kick, or ours once readline re-raised it).
+** We are inside readline(), with readline's own handlers installed: they
+** come off first, or closing the handlers would find readline's SIGTERM
+** handler in place, leave it as "the program's", and re-deliver to it. */
 static int repl_signal_event(void) {
+  rl_clear_signals();
   repl_check_signals(repl_state);
+  rl_set_signals();         /* the process lived on: readline's are back */
   return 0;
 }
 
