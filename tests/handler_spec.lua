@@ -8,13 +8,7 @@ local SIG = { HUP = 1, INT = 2, QUIT = 3, TERM = 15, XCPU = 24, XFSZ = 25 }
 
 local host = H.run_prelude
 
-local function stock(code, args, opts)
-  opts = opts or {}
-  opts.interpreter = H.lua
-  return H.run_script(H.prelude .. "local g = require 'luaguard'\n"
-    .. "local ErrorHandler, ExitHandler, lock = g.ErrorHandler, g.ExitHandler, g.lock\n"
-    .. code, args, opts)
-end
+local stock = H.run_stock
 
 -- The caught-signal mask of this process, for the six: "before/during/after".
 local SIGCGT = [[

@@ -206,6 +206,17 @@ function H.kill(pid, sig)
   os.execute(("kill -%s %d"):format(sig or "TERM", pid))
 end
 
+-- A script with H.prelude through stock lua5.4 and require "luaguard" (module
+-- mode), with the module's names as locals; opts as for H.run_script.
+function H.run_stock(code, args, opts)
+  local copy = {}
+  for k, v in pairs(opts or {}) do copy[k] = v end
+  copy.interpreter = H.lua
+  return H.run_script(H.prelude .. "local g = require 'luaguard'\n"
+    .. "local ErrorHandler, ExitHandler, lock = g.ErrorHandler, g.ExitHandler, g.lock\n"
+    .. code, args, copy)
+end
+
 -- Lines every child script can start with: its pid, a ready file, self-kill.
 H.prelude = [[
 local PID = io.open("/proc/self/stat"):read("n")
@@ -222,6 +233,13 @@ local function kill(sig, pid)
 end
 local function exists(path) local f = io.open(path) if f then f:close() end return f ~= nil end
 local function wait_for(path) while not exists(path) do os.execute("sleep 0.01") end end
+-- whether this process catches signal sig now (its SigCgt mask)
+local function caught(sig)
+  for line in io.lines("/proc/self/status") do
+    local hex = line:match("^SigCgt:%s*(%x+)")
+    if hex then return (tonumber(hex, 16) >> (sig - 1)) & 1 == 1 end
+  end
+end
 ]]
 
 return H

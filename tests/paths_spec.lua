@@ -7,13 +7,7 @@ local H = require "tests.helpers"
 
 local SIG = { HUP = 1, INT = 2, QUIT = 3, TERM = 15, XCPU = 24, XFSZ = 25 }
 
-local function stock(code, args, opts)
-  opts = opts or {}
-  opts.interpreter = H.lua
-  return H.run_script(H.prelude .. "local g = require 'luaguard'\n"
-    .. "local ErrorHandler, ExitHandler, lock = g.ErrorHandler, g.ExitHandler, g.lock\n"
-    .. code, args, opts)
-end
+local stock = H.run_stock
 
 -- Run a shell command line (a pipeline); its first stage's status is written
 -- by the shell itself, 128+N for death by signal N.
@@ -55,17 +49,11 @@ describe("the guard's promise off the well-walked paths", function()
 
     it("takes SIGPIPE only while a handler is armed, and gives it back", function()
       local m = stock([[
-        local function pipe_caught()
-          for line in io.lines("/proc/self/status") do
-            local hex = line:match("^SigCgt:%s*(%x+)")
-            if hex then return (tonumber(hex, 16) >> 12) & 1 == 1 end
-          end
-        end
-        local before = pipe_caught()
+        local before = caught(13)
         local h = ErrorHandler()
-        local during = pipe_caught()
+        local during = caught(13)
         h:close()
-        print(before, during, pipe_caught())
+        print(before, during, caught(13))
       ]])
       assert.are.equal(0, m.status, m.stderr)
       assert.are.equal("false\ttrue\tfalse\n", m.stdout)
@@ -122,17 +110,11 @@ describe("the guard's promise off the well-walked paths", function()
 
     it("the dispositions come back only when the last one closes, whatever the order", function()
       local r = stock([[
-        local function caught()
-          for line in io.lines("/proc/self/status") do
-            local hex = line:match("^SigCgt:%s*(%x+)")
-            if hex then return (tonumber(hex, 16) >> 14) & 1 == 1 end
-          end
-        end
         local a, b, c = ErrorHandler(), ErrorHandler(), ErrorHandler()
         local out = {}
-        b:close(); out[#out + 1] = tostring(caught())
-        a:close(); out[#out + 1] = tostring(caught())
-        c:close(); out[#out + 1] = tostring(caught())
+        b:close(); out[#out + 1] = tostring(caught(15))
+        a:close(); out[#out + 1] = tostring(caught(15))
+        c:close(); out[#out + 1] = tostring(caught(15))
         print(table.concat(out, " "))
       ]])
       assert.are.equal(0, r.status, r.stderr)
