@@ -99,4 +99,20 @@ while not os.path.exists(sys.argv[3]): time.sleep(0.01)
     assert.are.equal(0, r.status, r.stderr)
     assert.are.equal("script ran\n", r.stdout)
   end)
+
+  it("a finalizer running when a signal comes finishes; the block stops after it", function()
+    local r = H.run_prelude([[
+      G = setmetatable({}, { __gc = function()
+        kill("TERM")
+        local s = 0
+        for i = 1, 1e6 do s = s + i end
+        print("finalizer done")
+      end })
+      G = nil
+      collectgarbage()
+      print("NOT REACHED")
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("finalizer done\n", r.stdout)
+  end)
 end)

@@ -477,8 +477,15 @@ static int pending_any(void) {
   return 0;
 }
 
-/* Route what is pending (lock held). From the handler an unowned signal is
-** delivered at once; from normal code it joins the orphans. */
+/* Route one signal (lock held); one with no frame of ours to go to is
+** delivered at once from the handler, or joins the orphans in normal code. */
+static void route_or_orphan(int sig, sig_atomic_t seq, pid_t pid, int in_handler) {
+  if (route(sig, seq, pid) != NULL) return;
+  if (in_handler) deliver_unowned(sig);
+  else record_insert(&orphans, sig, seq);
+}
+
+/* Route what is pending (lock held). */
 static void drain(pid_t pid, int in_handler) {
   int i;
   for (;;) {
@@ -490,19 +497,13 @@ static void drain(pid_t pid, int in_handler) {
     seq = pending_seq[head % PENDING_MAX];
     __atomic_store_n(&pending[head % PENDING_MAX], 0, __ATOMIC_RELEASE);
     __atomic_store_n(&pending_head, head + 1, __ATOMIC_RELEASE);
-    if (route(sig, seq, pid) == NULL) {
-      if (in_handler) deliver_unowned(sig);
-      else record_insert(&orphans, sig, seq);
-    }
+    route_or_orphan(sig, seq, pid, in_handler);
   }
   for (i = 0; i < LG_SIGNAL_COUNT; i++) {
     while (__atomic_load_n(&pending_lost[i], __ATOMIC_ACQUIRE) > 0) {
       sig_atomic_t seq = __atomic_load_n(&arrivals, __ATOMIC_ACQUIRE);
       __atomic_fetch_sub(&pending_lost[i], 1, __ATOMIC_ACQ_REL);
-      if (route(lg_signals[i], seq, pid) == NULL) {   /* its order was lost */
-        if (in_handler) deliver_unowned(lg_signals[i]);
-        else record_insert(&orphans, lg_signals[i], seq);
-      }
+      route_or_orphan(lg_signals[i], seq, pid, in_handler);   /* its order was lost */
     }
   }
 }
@@ -540,7 +541,7 @@ static void on_signal(int sig) {
   sig_atomic_t seq = __atomic_add_fetch(&arrivals, 1, __ATOMIC_ACQ_REL);
   if (!lock_try()) pending_push(sig, seq);  /* the holder routes it */
   else {
-    if (route(sig, seq, pid) == NULL) deliver_unowned(sig);
+    route_or_orphan(sig, seq, pid, 1);
     lock_give(pid, 1);
   }
   errno = saved_errno;

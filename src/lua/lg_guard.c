@@ -259,38 +259,45 @@ static void guard_interrupt(lg_frame *f) {
       if (st->threads[i] != NULL) lua_sethook(st->threads[i], guard_hook, mask, 1);
 }
 
-/* The innermost armed guard of this process on thread L. */
-static lg_guard *guard_of_thread(lua_State *L) {
-  lg_frame *f;
-  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
-    lg_guard *g = as_guard(f);
-    if (g != NULL && g->thread == L && is_open(g)) return g;
-  }
-  return NULL;
-}
+/* What newest_guard looks for, besides an open guard of the state. */
+enum {
+  ANY_GUARD = 0,
+  HANDLER_GUARD = 1,     /* a handler's (not the host's outer frame) */
+  STOPPED_GUARD = 2,     /* a signal reached it (lg_guard_stopped) */
+  UNACTED_GUARD = 4      /* asked to stop, its SignalExit not yet raised */
+};
 
-/* The first signal a guard of st was asked to stop for and has not acted on. */
-static int pending_signal(const lg_state *st) {
-  lg_frame *f;
-  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
-    lg_guard *g = as_guard(f);
-    if (g != NULL && g->state == st && f->state == LG_FRAME_STOPPING &&
-        !g->in_flight && f->record.length > 0)
-      return f->record.order[0];
-  }
-  return 0;
-}
-
-/* The newest armed guard of st that a handler owns (not the host's frame),
-** newer than 'limit' when given. */
-static lg_guard *newest_handler_guard(const lg_state *st, const lg_guard *limit) {
+/*
+** The newest open guard of this process of state st (any state when NULL) on
+** thread 'thread' (any when NULL), newer than 'limit' (when given), with
+** what 'want' asks. Every walk of the guard's list is this one.
+*/
+static lg_guard *newest_guard(const lg_state *st, const lua_State *thread,
+                              const lg_guard *limit, int want) {
   const lg_frame *stop = limit != NULL ? &limit->frame : NULL;
   lg_frame *f;
   for (f = lg_frame_top(); f != NULL && f != stop; f = lg_frame_older(f)) {
     lg_guard *g = as_guard(f);
-    if (g != NULL && g->state == st && is_open(g) && g->close_stopped != NULL) return g;
+    if (g == NULL || !is_open(g)) continue;
+    if ((st != NULL && g->state != st) || (thread != NULL && g->thread != thread)) continue;
+    if ((want & HANDLER_GUARD) && g->close_stopped == NULL) continue;
+    if ((want & STOPPED_GUARD) && !lg_guard_stopped(g)) continue;
+    if ((want & UNACTED_GUARD) && (f->state != LG_FRAME_STOPPING || g->in_flight ||
+                                   f->record.length == 0)) continue;
+    return g;
   }
   return NULL;
+}
+
+/* The innermost armed guard of this process on thread L. */
+static lg_guard *guard_of_thread(lua_State *L) {
+  return newest_guard(NULL, L, NULL, ANY_GUARD);
+}
+
+/* The first signal a guard of st was asked to stop for and has not acted on. */
+static int pending_signal(const lg_state *st) {
+  lg_guard *g = newest_guard(st, NULL, NULL, UNACTED_GUARD);
+  return g != NULL ? g->frame.record.order[0] : 0;
 }
 
 static void save_user_hook(lg_guard *g, lua_State *L) {
@@ -349,7 +356,7 @@ static int raise_stop(lua_State *L, lg_guard *g, int sig) {
 ** closed as by the signal, newest first (their blocks will never end). */
 static void close_abandoned(lua_State *L, const lg_state *st, const lg_guard *g) {
   lg_guard *o;
-  while ((o = newest_handler_guard(st, g)) != NULL && o->thread != L)
+  while ((o = newest_guard(st, NULL, g, HANDLER_GUARD)) != NULL && o->thread != L)
     o->close_stopped(L, o);   /* lands in lg_handler.c handler_close_stopped */
 }
 
@@ -357,7 +364,7 @@ static void close_abandoned(lua_State *L, const lg_state *st, const lg_guard *g)
 ** newest first. The last frame's close re-delivers. */
 static void stop_state(lua_State *L, const lg_state *st) {
   lg_guard *o;
-  while ((o = newest_handler_guard(st, NULL)) != NULL)
+  while ((o = newest_guard(st, NULL, NULL, HANDLER_GUARD)) != NULL)
     o->close_stopped(L, o);   /* lands in lg_handler.c handler_close_stopped */
 }
 
@@ -462,19 +469,13 @@ void lg_guard_begin_cleanup(lg_guard *g) {
 */
 void lg_guard_close(lua_State *L, lg_guard *g) {
   lg_state *st = g->state;
-  lg_guard *next = NULL;
-  lg_frame *f;
+  lg_guard *next;
   if (g->frame.state == LG_FRAME_CLOSED) return;
   put_back_hook(g->thread, g, st);
   if (g->thread != st->main) st->off_main--;
   if (lg_frame_close(&g->frame) != 0)
     lg_log("could not restore signal dispositions: %s", strerror(errno));
-  if (g->in_flight) {
-    for (f = lg_frame_top(); f != NULL && next == NULL; f = lg_frame_older(f)) {
-      lg_guard *o = as_guard(f);
-      if (o != NULL && o->state == st && is_open(o)) next = o;
-    }
-  }
+  next = g->in_flight ? newest_guard(st, NULL, NULL, ANY_GUARD) : NULL;
   if (next != NULL && !next->in_flight) {
     if (next->stop_ref == LUA_NOREF && g->stop_ref != LUA_NOREF) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, g->stop_ref);
@@ -577,13 +578,7 @@ LUAGUARD_API int luaguard_outer_close(void) {
 */
 LUAGUARD_API int luaguard_stop_pending(lua_State *L) {
   lg_state *st = state_of(L);
-  lg_frame *f;
-  int stopped = 0;
-  if (lg_signal_cleaning()) return 0;
-  for (f = lg_frame_top(); f != NULL && !stopped; f = lg_frame_older(f)) {
-    lg_guard *g = as_guard(f);
-    stopped = g != NULL && g->state == st && is_open(g) && lg_guard_stopped(g);
-  }
-  if (stopped) stop_state(L, st);
-  return stopped;
+  if (lg_signal_cleaning() || newest_guard(st, NULL, NULL, STOPPED_GUARD) == NULL) return 0;
+  stop_state(L, st);
+  return 1;
 }

@@ -23,6 +23,7 @@ typedef struct Handler {
   int state;
   int ncleanups;                   /* registered and not yet run or dropped */
   int top;                         /* last slot used in the cleanups table */
+  int stopped;                     /* closed as by a signal before its __gc */
 } Handler;
 
 /*
@@ -90,8 +91,11 @@ static void handler_close_stopped(lua_State *L, lg_guard *g) {
   if (lua_rawgetp(L, -1, g) == LUA_TUSERDATA) {   /* stack: armed, h */
     handler_close(L, lua_gettop(L), 1);
   }
-  else {                    /* being finalized: its __gc closes it as stopped */
-    ((Handler *)g)->state = HANDLER_CLOSED;
+  else {
+    /* Unreachable, its __gc pending (weak values go first): the frame goes
+    ** now, so the stop can go on; the __gc then runs the cleanups as by the
+    ** signal (their table lives as long as the userdata). */
+    ((Handler *)g)->stopped = 1;
     lg_guard_close(L, g);
   }
   lua_pop(L, 2);
@@ -222,7 +226,7 @@ static void handler_close(lua_State *L, int h_idx, int failed) {
   if (h->state != HANDLER_ARMED) return;
   h->state = HANDLER_CLOSING;
   if (g->frame.owner == lg_pid()) {
-    int stopped = failed || lg_guard_stopped(g);
+    int stopped = failed || h->stopped || lg_guard_stopped(g);
     if ((stopped || h->kind == EXIT_HANDLER) && h->ncleanups > 0) {
       lg_guard_begin_cleanup(g);
       run_cleanups(L, h_idx, h);

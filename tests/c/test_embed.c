@@ -193,6 +193,45 @@ static void test_caught_signal_exit_is_freed(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/* A program's own allocator, put in after luaguard wrapped the state's: the
+** state keeps working (handlers, coroutines, signals, lua_close), only the
+** tracking of coroutines stops (luaguard.h). */
+static lua_Alloc their_base;
+static void *their_base_ud;
+static long their_calls;
+
+static void *their_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  their_calls++;
+  return their_base(their_base_ud, ptr, osize, nsize);
+}
+
+static void test_program_allocator_after_ours(void) {
+  lua_State *L = new_state();
+  terms = 0;
+  catch_term();
+  run(L, "local h = luaguard.ExitHandler() h:close()");   /* luaguard's allocator is in */
+  their_base = lua_getallocf(L, &their_base_ud);
+  lua_setallocf(L, their_alloc, NULL);
+  CHECK_STR("SignalExit: SIGTERM 1", run(L,
+    "local n = 0\n"
+    "local ok, e = pcall(function()\n"
+    "  local h <close> = luaguard.ExitHandler(function() n = n + 1 end)\n"
+    "  local co = coroutine.wrap(function() coroutine.yield() end)\n"
+    "  co()\n"
+    "  local me = io.open('/proc/self/stat'):read('n')\n"
+    "  io.popen('kill -TERM ' .. me):close()\n"
+    "  while true do end\n"
+    "end)\n"
+    "collectgarbage()\n"
+    "return tostring(e) .. ' ' .. n"),
+    "with a program's allocator after ours, a guarded block still stops and cleans up");
+  CHECK(their_calls > 0, "the program's allocator is the one called");
+  CHECK_INT(1, terms, "the signal went on to the program's handler");
+  lua_close(L);                                   /* our wrapper, behind theirs, frees last */
+  signal(SIGTERM, SIG_DFL);
+}
+
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
@@ -234,6 +273,7 @@ int main(void) {
   test_two_states_closed_out_of_order();
   test_two_threads();
   test_caught_signal_exit_is_freed();
+  test_program_allocator_after_ours();
   rmdir(dir);
   return tap_done();
 }
