@@ -17,6 +17,7 @@ local function hold_with_luaguard(dir)
   ]], { dir, d .. "/ready", d .. "/stop" })
   local pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
   job.pid = pid
+  job.stop_file = d .. "/stop"
   function job:stop() H.write(d .. "/stop", "") return self:wait() end
   return job
 end
@@ -202,6 +203,86 @@ describe("lock", function()
     assert.are.equal(0, holder:stop())
     assert.are.equal(0, waiter:wait(10), waiter:stderr())
     assert.are.equal("got\ttrue\n", waiter:stdout())
+  end)
+
+  describe("a wait blocks in the kernel (F_SETLKW)", function()
+    it("and is woken by the holder's unlock, not by polling (strace counts the tries)", function()
+      local d = H.tmpdir()
+      local holder = hold_with_luaguard(d)
+      local trace = H.tmpdir() .. "/trace"
+      os.execute(("(sleep 1; touch %s) &"):format(H.quote(holder.stop_file)))
+      local r = H.run({ "strace", "-f", "-e", "trace=fcntl", "-o", trace, H.host, "-e",
+                        ("local l = lock.dir(%q, {timeout = 20}); print(l:is_locked())"):format(d) },
+                      { bare = true, env = { ASAN_OPTIONS = os.getenv("ASAN_OPTIONS")
+                          and os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0" or false } })
+      assert.are.equal(0, holder:wait(10))
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\n", r.stdout)
+      local tries, blocked = 0, 0
+      for line in io.lines(trace) do
+        if line:find("F_SETLK,", 1, true) then tries = tries + 1 end
+        if line:find("F_SETLKW", 1, true) then blocked = blocked + 1 end
+      end
+      -- polling with naps of at most 4 ms would try about 250 times in that second
+      assert.is_true(blocked >= 1, "no F_SETLKW in the trace")
+      assert.is_true(tries <= 3, tries .. " F_SETLK tries in a 1 s wait")
+    end)
+
+    it("calls opts.waiting once after a second, with the path, the holder's pid and the time waited", function()
+      local d = H.tmpdir()
+      local holder = hold_with_luaguard(d)
+      os.execute(("(sleep 1.5; touch %s) &"):format(H.quote(holder.stop_file)))
+      local r = lua([[
+        local calls = 0
+        local l = lock.dir(arg[1], { timeout = 20, waiting = function(info)
+          calls = calls + 1
+          print(info.path, info.pid, string.format("%.1f", info.waited), l)
+        end })
+        print(calls, l:is_locked())
+      ]], { d })
+      assert.are.equal(0, holder:wait(10))
+      assert.are.equal(0, r.status, r.stderr)
+      local path, pid, waited, rest = r.stdout:match("^(%S+)\t(%d+)\t(%S+)\tnil\n(.*)$")
+      assert.are.equal(d .. "/.certbot.lock", path, r.stdout)
+      assert.are.equal(holder.pid, tonumber(pid))
+      assert.is_true(tonumber(waited) >= 1 and tonumber(waited) < 1.5, "waited " .. tostring(waited))
+      assert.are.equal("1\ttrue\n", rest)
+    end)
+
+    it("stops when opts.waiting raises: the same error goes on, nothing held, nothing left", function()
+      local d = H.tmpdir()
+      local holder = hold_with_luaguard(d)
+      local r = lua([[
+        local mine = setmetatable({}, { __tostring = function() return "mine" end })
+        local lf
+        local ok, err = pcall(function()
+          lf = lock.LockFile(arg[1] .. "/.certbot.lock", { timeout = 20, waiting = function() error(mine) end })
+        end)
+        print(ok, err == mine, lf)
+        -- the constructor's waiting is acquire's default; acquire's own replaces it
+        local called
+        ok, err = pcall(lock.dir, arg[1], { timeout = 1.2, waiting = setmetatable({}, { __call = function() called = true end }) })
+        print(ok, err.kind, called)
+      ]], { d })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("false\ttrue\tnil\nfalse\tLockError\ttrue\n", r.stdout)
+      assert.are.equal(0, holder:stop())
+      assert.is_false(H.exists(d .. "/.certbot.lock"))
+    end)
+
+    it("refuses a waiting that cannot be called, before it locks anything", function()
+      local d = H.tmpdir()
+      local r = lua([[
+        print(pcall(lock.dir, arg[1], { waiting = 5 }))
+        local l = lock.dir(arg[1]); l:release()
+        print(pcall(l.acquire, l, { waiting = "no" }))
+        print(l:is_locked())
+      ]], { d })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.matches("^false\tbad argument #2 to '[%w._?]+' %(waiting must be a function%)\n" ..
+                     "false\tbad argument #2 to '[%w._?]+' %(waiting must be a function%)\nfalse\n$", r.stdout)
+      assert.is_false(H.exists(d .. "/.certbot.lock"))
+    end)
   end)
 
   it("waits forever with math.huge until the holder goes", function()

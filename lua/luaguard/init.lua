@@ -21,7 +21,8 @@ local M = {
     dir = core.lock_dir,
     --- lock.LockFile(path [, {timeout = s}]) -> held LockFile on path.
     -- timeout: seconds to wait for a holder elsewhere (0, the default: fail
-    -- at once; math.huge: forever). Errors are tables: kind "LockError"
+    -- at once; math.huge: forever); waiting: called once, {path, pid, waited},
+    -- when a wait passes 1 s. Errors are tables: kind "LockError"
     -- (path, pid, waited) or "OSError" (errno, path); tostring gives the text.
     LockFile = core.LockFile,
   },

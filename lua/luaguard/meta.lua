@@ -10,6 +10,13 @@ end
 
 ---@class luaguard.LockOptions
 ---@field timeout? number Seconds to wait for a lock held elsewhere: 0 (default) fails at once, math.huge waits forever. Waiting is cut short by a handled signal.
+---@field waiting? fun(info: luaguard.WaitInfo) Called once when a wait passes 1 s; an error it raises ends the wait and propagates.
+
+---What `opts.waiting` is told.
+---@class luaguard.WaitInfo
+---@field path string The lock file.
+---@field pid? integer The holder's process id, when it can be known.
+---@field waited number Seconds waited so far.
 
 ---A held or released lock file (certbot's lock). Release order: the file is
 ---removed, then unlocked. `tostring` gives `LockFile(<path>) <acquired>` or

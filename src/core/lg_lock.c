@@ -17,6 +17,7 @@
 */
 #ifndef _WIN32
 
+#define _GNU_SOURCE   /* SIGEV_THREAD_ID: the wait's timer aims at the waiting thread */
 #include "lg_lock.h"
 #include "lg_pid.h"
 
@@ -24,9 +25,11 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,8 +41,9 @@
 /* O_NONBLOCK: opening a planted FIFO for writing must not hang. */
 #define LOCK_OPEN_FLAGS (O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
 
+/* Naps, where a wait cannot block in the kernel (a lock of this process): */
 #define WAIT_FIRST_NS 500000L   /* 0.5 ms, doubling ... */
-#define WAIT_MAX_NS 4000000L    /* ... up to 4 ms: hand-off within a few ms */
+#define WAIT_MAX_NS 4000000L    /* ... up to 4 ms */
 
 /* A descriptor of a file this process holds, opened by a racing acquire: it
 ** may only be closed once that file's lock is gone. */
@@ -254,32 +258,32 @@ static int open_lock_file(lg_lock *lk, int dirfd, const char *base, int *fd,
   return TRY_AGAIN;
 }
 
-/*
-** Second half (under table_mutex): lock the whole file (as certbot's
-** fcntl.lockf(fd, LOCK_EX)), then check the path still names the file we
-** locked: a holder that released in between unlinked it, and a lock on an
-** unlinked file excludes nobody. ENOENT or another inode: TRY_AGAIN. Any
-** other error of that check (EIO, ESTALE on NFS) is the caller's error: a
-** lock we cannot check is no lock.
-*/
-static int lock_and_recheck(lg_lock *lk, int dirfd, const char *base, int fd,
-                            const struct stat *st, lg_lock_failure *failure) {
-  struct stat at_path;
+/* F_SETLK or F_SETLKW on the whole file, as certbot's fcntl.lockf(fd, LOCK_EX). */
+static int lock_whole(int fd, int cmd) {
   struct flock fl;
   memset(&fl, 0, sizeof fl);
   fl.l_type = F_WRLCK;
   fl.l_whence = SEEK_SET;
-  if (fcntl(fd, F_SETLK, &fl) != 0) {
-    int err = errno;
-    if (err == EAGAIN || err == EACCES) {
-      failure->holder = holder_of(fd);
-      close(fd);
-      return TRY_BUSY;
-    }
-    close(fd);
-    errno = err;
-    return TRY_ERROR;
-  }
+  return fcntl(fd, cmd, &fl);
+}
+
+/* Close fd (under table_mutex) unless this process holds its file through
+** another lg_lock meanwhile: closing would drop that lock too, so park it. */
+static void drop_fd(int fd, const struct stat *st) {
+  if (find_held(st->st_dev, st->st_ino) != NULL) park_fd(st->st_dev, st->st_ino, fd);
+  else close(fd);
+}
+
+/*
+** The kernel's lock on fd is ours (under table_mutex): check the path still
+** names the file we locked. A holder that released in between unlinked it,
+** and a lock on an unlinked file excludes nobody. ENOENT or another inode:
+** TRY_AGAIN. Any other error of that check (EIO, ESTALE on NFS) is the
+** caller's error: a lock we cannot check is no lock. fd is closed unless held.
+*/
+static int recheck_and_hold(lg_lock *lk, int dirfd, const char *base, int fd,
+                            const struct stat *st) {
+  struct stat at_path;
   if (fstatat(dirfd, base, &at_path, AT_SYMLINK_NOFOLLOW) != 0) {
     int err = errno;
     close(fd);              /* drops the lock */
@@ -300,11 +304,195 @@ static int lock_and_recheck(lg_lock *lk, int dirfd, const char *base, int fd,
   return TRY_LOCKED;
 }
 
-static int try_once(lg_lock *lk, int dirfd, const char *base, lg_lock_failure *failure) {
-  struct stat st;
-  int fd = -1, outcome = open_lock_file(lk, dirfd, base, &fd, &st, failure);
-  if (outcome != TRY_AGAIN) return outcome;
-  return lock_and_recheck(lk, dirfd, base, fd, &st, failure);
+/*
+** Second half of an attempt (under table_mutex): one F_SETLK. Busy: the
+** holder's pid is noted and *fd is closed (-1), unless 'keep' asks to wait
+** on it in the kernel (the holder is another process: the open-time check
+** saw no lock of ours on it).
+*/
+static int lock_and_recheck(lg_lock *lk, int dirfd, const char *base, int *fd,
+                            const struct stat *st, lg_lock_failure *failure, int keep) {
+  if (lock_whole(*fd, F_SETLK) != 0) {
+    int err = errno;
+    if (err == EAGAIN || err == EACCES) {
+      failure->holder = holder_of(*fd);
+      if (!keep) {
+        close(*fd);
+        *fd = -1;
+      }
+      return TRY_BUSY;
+    }
+    close(*fd);
+    *fd = -1;
+    errno = err;
+    return TRY_ERROR;
+  }
+  return recheck_and_hold(lk, dirfd, base, *fd, st);
+}
+
+
+/* ---- waiting in the kernel ---- */
+
+#define WAIT_TICK_NS 50000000L  /* a blocked wait looks up at least this often */
+
+enum { TRY_NAP = TRY_ERROR + 1 };   /* the kernel would not wait: poll instead */
+
+/*
+** A blocked F_SETLKW ends when the holder unlocks (the kernel wakes us: a
+** hand-off in microseconds), or when a signal with a handler lands on the
+** waiting thread. The deadline (and the 'waiting' call) needs such a signal:
+** while any thread waits, a real-time signal whose disposition is SIG_DFL is
+** borrowed (lowest first; the signal core's kick takes the highest) with an
+** empty handler and no SA_RESTART, and a timer aimed at the waiting thread
+** sends it. The timer also ticks every WAIT_TICK_NS: an expiry or a handled
+** signal that lands just before the call blocks interrupts nothing, and a
+** handler installed with SA_RESTART restarts the call; the tick bounds what
+** either costs (one wake-up and F_SETLKW again). Without a timer, waits poll.
+*/
+typedef struct wait_timer {
+  int signal;               /* 0: no timer */
+  timer_t id;
+} wait_timer;
+
+static pthread_mutex_t wait_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int wait_signal;     /* borrowed while wait_users > 0 */
+static int wait_users;
+static struct sigaction wait_saved;
+
+static void on_wait_timer(int sig) { (void)sig; }   /* its arrival is the point: EINTR */
+
+static int borrow_wait_signal(void) {
+  int sig;
+  pthread_mutex_lock(&wait_mutex);
+  if (wait_users == 0) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_wait_timer;
+    sigemptyset(&sa.sa_mask);
+    wait_signal = 0;
+    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) {
+      if (sigaction(sig, &sa, &wait_saved) != 0) continue;
+      if (wait_saved.sa_handler == SIG_DFL && !(wait_saved.sa_flags & SA_SIGINFO)) {
+        wait_signal = sig;
+        break;
+      }
+      sigaction(sig, &wait_saved, NULL);    /* the program's: put back */
+    }
+  }
+  if (wait_signal != 0) wait_users++;
+  sig = wait_signal;
+  pthread_mutex_unlock(&wait_mutex);
+  return sig;
+}
+
+/* The last waiter gives the signal back (unless the program took it meanwhile). */
+static void return_wait_signal(void) {
+  pthread_mutex_lock(&wait_mutex);
+  if (--wait_users == 0) {
+    struct sigaction now;
+    if (sigaction(wait_signal, &wait_saved, &now) == 0 && now.sa_handler != on_wait_timer)
+      sigaction(wait_signal, &now, NULL);
+    wait_signal = 0;
+  }
+  pthread_mutex_unlock(&wait_mutex);
+}
+
+static void wait_timer_stop(wait_timer *t) {
+  sigset_t pending;
+  if (t->signal == 0) return;
+  timer_delete(t->id);
+  /* Only a thread that blocks the signal can have an expiry still pending;
+  ** take it, or it would meet SIG_DFL once given back. */
+  if (sigpending(&pending) == 0 && sigismember(&pending, t->signal)) {
+    sigset_t only;
+    struct timespec none = {0, 0};
+    sigemptyset(&only);
+    sigaddset(&only, t->signal);
+    sigtimedwait(&only, NULL, &none);
+  }
+  return_wait_signal();
+  t->signal = 0;
+}
+
+/* A timer for this thread; -1 when none can be had (then the wait polls). */
+static int wait_timer_start(wait_timer *t) {
+#ifdef SIGEV_THREAD_ID
+  struct sigevent ev;
+  sigset_t mask;
+  int sig = borrow_wait_signal();
+  if (sig == 0) return -1;
+  if (pthread_sigmask(SIG_BLOCK, NULL, &mask) != 0 || sigismember(&mask, sig)) {
+    return_wait_signal();   /* blocked here: it would interrupt nothing */
+    return -1;
+  }
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_signo = sig;
+  ev.sigev_notify = SIGEV_THREAD_ID;
+#ifdef sigev_notify_thread_id
+  ev.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+#else
+  ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);   /* glibc before 2.41 */
+#endif
+  if (timer_create(CLOCK_MONOTONIC, &ev, &t->id) != 0) {
+    return_wait_signal();
+    return -1;
+  }
+  t->signal = sig;
+  return 0;
+#else
+  (void)t;
+  return -1;
+#endif
+}
+
+/* Expiries every WAIT_TICK_NS, the first at most 'seconds' from now. */
+static void wait_timer_set(wait_timer *t, double seconds) {
+  struct itimerspec when;
+  if (seconds < 1e-6) seconds = 1e-6;
+  if (seconds > WAIT_TICK_NS / 1e9) seconds = WAIT_TICK_NS / 1e9;
+  when.it_value.tv_sec = (time_t)seconds;
+  when.it_value.tv_nsec = (long)((seconds - (double)when.it_value.tv_sec) * 1e9);
+  when.it_interval.tv_sec = 0;
+  when.it_interval.tv_nsec = WAIT_TICK_NS;
+  timer_settime(t->id, 0, &when, NULL);
+}
+
+/*
+** Wait in the kernel for the lock on fd (opened, found held by another
+** process) until 'until' (then the timer's EINTR), or until 'interrupted'.
+** The timer's ticks in between only re-enter the wait. Woken holding it, the
+** path is checked as after any lock. fd is always consumed: held, closed, or
+** parked when this process took its file meanwhile through another lg_lock
+** (the kernel then granted what the process already held: in-process busy).
+*/
+static int block_on(lg_lock *lk, int dirfd, const char *base, int fd,
+                    const struct stat *st, wait_timer *t, const lg_lock_wait *w,
+                    double until, lg_lock_failure *failure) {
+  int outcome, err;
+  double now = now_seconds();
+  for (;;) {
+    wait_timer_set(t, until - now);
+    if (lock_whole(fd, F_SETLKW) == 0) break;
+    err = errno;
+    now = now_seconds();
+    if (err == EINTR && now < until && (w->interrupted == NULL || !w->interrupted(w->ud)))
+      continue;             /* a tick, or a signal that stops nothing */
+    pthread_mutex_lock(&table_mutex);
+    drop_fd(fd, st);
+    pthread_mutex_unlock(&table_mutex);
+    if (err == EINTR) return TRY_BUSY;    /* the caller decides */
+    if (err == EDEADLK) return TRY_NAP;   /* the kernel saw a cycle of waiters */
+    errno = err;
+    return TRY_ERROR;
+  }
+  pthread_mutex_lock(&table_mutex);
+  if (held_here(lk, st->st_dev, st->st_ino, failure)) {
+    park_fd(st->st_dev, st->st_ino, fd);
+    outcome = TRY_BUSY;
+  }
+  else outcome = recheck_and_hold(lk, dirfd, base, fd, st);
+  pthread_mutex_unlock(&table_mutex);
+  return outcome;
 }
 
 /* Sleep up to 'remaining' seconds, the nap growing each time. */
@@ -323,52 +511,123 @@ static void nap(long *sleep_ns, double remaining) {
 ** Every loop here is bounded: a vanishing file MAX_VANISHED times, a file
 ** replaced under us MAX_AGAIN times in a row (then it counts as busy), and a
 ** busy lock by the timeout; each asks 'interrupted' before it goes round.
+** A lock held by another process is waited for in F_SETLKW (block_on); one
+** held in this process, or with no timer to be had, by naps.
 */
-int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
-                    lg_lock_interrupted_fn interrupted, void *ud,
-                    lg_lock_failure *failure) {
+int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
+                         lg_lock_failure *failure) {
+  static const lg_lock_wait no_wait;
   lg_lock_failure unused;
+  wait_timer timer = {0};
   const char *base;
   double start;
   long sleep_ns = WAIT_FIRST_NS;
-  int dirfd, outcome, vanished = 0, again = 0;
+  int dirfd, outcome, vanished = 0, again = 0, no_timer = 0, notified;
+  if (w == NULL) w = &no_wait;
   if (failure == NULL) failure = &unused;
   memset(failure, 0, sizeof *failure);
   if (lg_lock_is_held(lk)) return 0;
   if (lk->fd >= 0) lg_lock_release(lk, path);  /* a forked child's copy: drop it */
-  if (isnan(timeout) || timeout < 0) { errno = EINVAL; return -1; }
+  if (isnan(w->timeout) || w->timeout < 0) { errno = EINVAL; return -1; }
+  notified = w->waiting == NULL || !(w->notify_after > 0);
   dirfd = open_parent(path, &base);
   if (dirfd == -1) return -1;
   start = now_seconds();
   for (;;) {
+    struct stat st;
+    double next;
+    int fd = -1;
     pthread_mutex_lock(&table_mutex);
-    outcome = try_once(lk, dirfd, base, failure);
+    outcome = open_lock_file(lk, dirfd, base, &fd, &st, failure);
+    if (outcome == TRY_AGAIN)
+      outcome = lock_and_recheck(lk, dirfd, base, &fd, &st, failure,
+                                 w->timeout > 0 && !no_timer);
     pthread_mutex_unlock(&table_mutex);
+    if (outcome == TRY_LOCKED) break;
+    if (outcome == TRY_ERROR) break;
+    if (outcome == TRY_VANISHED) {
+      if (++vanished < MAX_VANISHED) continue;
+      errno = EACCES;
+      outcome = TRY_ERROR;
+      break;
+    }
+    /* busy (fd open when another process holds it), or replaced under us */
+    if (w->interrupted != NULL && w->interrupted(w->ud)) {
+      errno = EINTR;
+    }
+    else if (outcome == TRY_AGAIN && ++again < MAX_AGAIN) continue;
+    else if (failure->same_context) errno = EDEADLK;  /* it would wait on itself */
+    else {
+      again = 0;
+      failure->waited = now_seconds() - start;
+      next = w->timeout - failure->waited;
+      if (next <= 0) errno = EWOULDBLOCK;
+      else if (!notified && failure->waited >= w->notify_after) {
+        notified = 1;
+        if (fd >= 0) {
+          pthread_mutex_lock(&table_mutex);
+          drop_fd(fd, &st);
+          pthread_mutex_unlock(&table_mutex);
+        }
+        if (!w->waiting(w->ud, failure->holder, failure->waited)) continue;
+        errno = ECANCELED;
+        outcome = TRY_ERROR;
+        break;
+      }
+      else {
+        if (!notified && w->notify_after - failure->waited < next)
+          next = w->notify_after - failure->waited;
+        if (fd >= 0 && timer.signal == 0 && wait_timer_start(&timer) != 0) no_timer = 1;
+        if (fd >= 0 && !no_timer) {
+          outcome = block_on(lk, dirfd, base, fd, &st, &timer, w,
+                             start + failure->waited + next, failure);
+          if (outcome == TRY_LOCKED || outcome == TRY_ERROR) break;
+          if (outcome == TRY_NAP) nap(&sleep_ns, next);
+          continue;
+        }
+        if (fd >= 0) {
+          pthread_mutex_lock(&table_mutex);
+          drop_fd(fd, &st);
+          pthread_mutex_unlock(&table_mutex);
+        }
+        nap(&sleep_ns, next);
+        continue;
+      }
+    }
+    /* giving up: errno says why */
+    if (fd >= 0) {
+      int err = errno;
+      pthread_mutex_lock(&table_mutex);
+      drop_fd(fd, &st);
+      pthread_mutex_unlock(&table_mutex);
+      errno = err;
+    }
+    outcome = TRY_ERROR;
+    break;
+  }
+  {
+    int err = errno;
+    wait_timer_stop(&timer);
     if (outcome == TRY_LOCKED) {
       lk->dirfd = dirfd;
       lk->path = path;
       return 0;
     }
-    if (outcome == TRY_ERROR) break;
-    if (outcome == TRY_VANISHED) {
-      if (++vanished < MAX_VANISHED) continue;
-      errno = EACCES;
-      break;
-    }
-    if (interrupted != NULL && interrupted(ud)) { errno = EINTR; break; }
-    if (outcome == TRY_AGAIN && ++again < MAX_AGAIN) continue;
-    again = 0;
-    if (failure->same_context) { errno = EDEADLK; break; }  /* it would wait on itself */
-    failure->waited = now_seconds() - start;
-    if (timeout - failure->waited <= 0) { errno = EWOULDBLOCK; break; }
-    nap(&sleep_ns, timeout - failure->waited);
-  }
-  {
-    int err = errno;
     close(dirfd);
     errno = err;
   }
   return -1;
+}
+
+int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
+                    lg_lock_interrupted_fn interrupted, void *ud,
+                    lg_lock_failure *failure) {
+  lg_lock_wait w;
+  memset(&w, 0, sizeof w);
+  w.timeout = timeout;
+  w.interrupted = interrupted;
+  w.ud = ud;
+  return lg_lock_acquire_wait(lk, path, &w, failure);
 }
 
 /*

@@ -31,20 +31,44 @@ typedef struct lg_lock_failure {
 /* Polled while waiting: nonzero stops the wait (errno EINTR). */
 typedef int (*lg_lock_interrupted_fn)(void *ud);
 
+/* Called once when a wait passes notify_after seconds, with the holder's pid
+** (0 when it cannot be known) and the seconds waited: nonzero stops the wait
+** (errno ECANCELED). */
+typedef int (*lg_lock_waiting_fn)(void *ud, pid_t holder, double waited);
+
+/* How to wait for a lock held elsewhere. */
+typedef struct lg_lock_wait {
+  double timeout;                   /* seconds: 0 one try; HUGE_VAL forever */
+  lg_lock_interrupted_fn interrupted;  /* NULL: never */
+  double notify_after;              /* seconds; 0: no 'waiting' call */
+  lg_lock_waiting_fn waiting;
+  void *ud;                         /* for both callbacks */
+} lg_lock_wait;
+
 void lg_lock_init(lg_lock *lk);
 
 /*
-** Take the lock on path, waiting up to timeout seconds (0: not at all; HUGE_VAL:
-** forever). 0 when held. -1 with errno:
+** Take the lock on path, waiting up to w->timeout seconds. 0 when held. -1
+** with errno:
 **   EWOULDBLOCK  held elsewhere (failure->holder, failure->waited)
 **   EINTR        the wait was stopped by 'interrupted'
+**   ECANCELED    the wait was stopped by 'waiting'
 **   EDEADLK      held by another lock with the same non-NULL context: that
 **                caller cannot release it while it waits, so no wait at all
+**   EINVAL       a negative or NaN timeout
 **   other        the system's reason (ENOENT, ENOTDIR, EACCES, ELOOP for a
 **                symlink at path, EINVAL with failure->not_regular ...)
 ** Nothing is left behind on failure: no descriptor, no file created.
 ** Acquire on a held lock does nothing.
+**
+** A lock held by another process is waited for in the kernel (POSIX: F_SETLKW,
+** woken by the holder's unlock; a timer ends it at the deadline), one held in
+** this process by polling (the kernel's locks are per process).
 */
+int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
+                         lg_lock_failure *failure);
+
+/* The same with a timeout and an interrupt only. */
 int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
                     lg_lock_interrupted_fn interrupted, void *ud,
                     lg_lock_failure *failure);

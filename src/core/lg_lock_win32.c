@@ -88,26 +88,34 @@ static int try_once(lg_lock *lk, const wchar_t *wpath) {
   return 0;
 }
 
-int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
-                    lg_lock_interrupted_fn interrupted, void *ud,
-                    lg_lock_failure *failure) {
+/* Polls: Windows has no blocking wait with a deadline on LockFileEx that a
+** signal can cut short. */
+int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
+                         lg_lock_failure *failure) {
+  static const lg_lock_wait no_wait;
   lg_lock_failure unused;
   wchar_t *wpath;
   ULONGLONG start;
   DWORD nap = WAIT_FIRST_MS;
-  int outcome;
+  int outcome, notified;
+  if (w == NULL) w = &no_wait;
   if (failure == NULL) failure = &unused;
   memset(failure, 0, sizeof *failure);
   if (lg_lock_is_held(lk)) return 0;
-  if (isnan(timeout) || timeout < 0) { errno = EINVAL; return -1; }
+  if (isnan(w->timeout) || w->timeout < 0) { errno = EINVAL; return -1; }
+  notified = w->waiting == NULL || !(w->notify_after > 0);
   if ((wpath = wide_path(path)) == NULL) return -1;
   start = GetTickCount64();
   for (;;) {
     outcome = try_once(lk, wpath);
     if (outcome <= 0) break;
     failure->waited = (double)(GetTickCount64() - start) / 1000.0;
-    if (failure->waited >= timeout) { errno = EWOULDBLOCK; outcome = -1; break; }
-    if (interrupted != NULL && interrupted(ud)) { errno = EINTR; outcome = -1; break; }
+    if (failure->waited >= w->timeout) { errno = EWOULDBLOCK; outcome = -1; break; }
+    if (w->interrupted != NULL && w->interrupted(w->ud)) { errno = EINTR; outcome = -1; break; }
+    if (!notified && failure->waited >= w->notify_after) {
+      notified = 1;
+      if (w->waiting(w->ud, 0, failure->waited)) { errno = ECANCELED; outcome = -1; break; }
+    }
     Sleep(nap);
     if (nap < WAIT_MAX_MS) nap *= 2;
   }
@@ -117,6 +125,17 @@ int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
     errno = err;
   }
   return outcome == 0 ? 0 : -1;
+}
+
+int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
+                    lg_lock_interrupted_fn interrupted, void *ud,
+                    lg_lock_failure *failure) {
+  lg_lock_wait w;
+  memset(&w, 0, sizeof w);
+  w.timeout = timeout;
+  w.interrupted = interrupted;
+  w.ud = ud;
+  return lg_lock_acquire_wait(lk, path, &w, failure);
 }
 
 int lg_lock_release(lg_lock *lk, const char *path) {

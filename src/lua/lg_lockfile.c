@@ -18,6 +18,10 @@
 #include "lg_lockfile.h"
 
 #define LOCK_BASENAME ".certbot.lock"   /* the file certbot itself locks */
+#define WAITING_AFTER 1.0               /* seconds before opts.waiting is called */
+
+/* uservalues: the path, and the constructor's opts.waiting (acquire's default) */
+enum { UV_PATH = 1, UV_WAITING, UV_COUNT = UV_WAITING };
 
 typedef struct LockFile {
   lg_lock lock;
@@ -28,8 +32,25 @@ typedef struct LockFile {
 
 /* stack: -> path (the uservalue) */
 static const char *lockfile_path(lua_State *L, int idx) {
-  lua_getiuservalue(L, idx, 1);
+  lua_getiuservalue(L, idx, UV_PATH);
   return lua_tostring(L, -1);
+}
+
+/* opts at idx: nil, or a table whose 'waiting' is nil or callable. Pushes it
+** (or 'fallback' when opts has none; nil when fallback is 0). */
+static void push_waiting(lua_State *L, int idx, int fallback) {
+  int t = LUA_TNIL;
+  if (lua_istable(L, idx)) t = lua_getfield(L, idx, "waiting");
+  else lua_pushnil(L);
+  if (t == LUA_TNIL) {
+    lua_pop(L, 1);
+    if (fallback != 0) lua_pushvalue(L, fallback);
+    else lua_pushnil(L);
+    return;
+  }
+  if (t != LUA_TFUNCTION && !luaL_getmetafield(L, -1, "__call"))
+    luaL_argerror(L, idx, "waiting must be a function");
+  if (t != LUA_TFUNCTION) lua_pop(L, 1);   /* the __call */
 }
 
 /* opts at idx: nil or {timeout = seconds}; seconds >= 0, math.huge = forever. */
@@ -58,8 +79,47 @@ static const char *check_path(lua_State *L, int idx) {
   return path;
 }
 
+/* What the core's wait callbacks need. */
+typedef struct wait_context {
+  lua_State *L;
+  unsigned long since;      /* lg_signal_arrivals() when the wait began */
+  int path, waiting;        /* stack indices */
+} wait_context;
+
 static int wait_interrupted(void *ud) {
-  return lg_guard_wait_interrupted(*(unsigned long *)ud);
+  return lg_guard_wait_interrupted(((wait_context *)ud)->since);
+}
+
+/* Protected: waiting({path = , pid = , waited = }). stack: fn, path, pid, waited */
+static int call_waiting(lua_State *L) {
+  lua_pushvalue(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "path");
+  if (lua_tointeger(L, 3) > 0) {
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, "pid");
+  }
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "waited");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/*
+** opts.waiting, once the wait passes WAITING_AFTER. Its error (a SignalExit
+** raised in it included) stops the wait and is left on the stack for
+** acquire_or_raise to raise again, unchanged.
+*/
+static int wait_notify(void *ud, pid_t holder, double waited) {
+  wait_context *c = (wait_context *)ud;
+  lua_State *L = c->L;
+  lua_pushcfunction(L, call_waiting);
+  lua_pushvalue(L, c->waiting);
+  lua_pushvalue(L, c->path);
+  lua_pushinteger(L, (lua_Integer)holder);
+  lua_pushnumber(L, waited);   /* stack: call_waiting, fn, path, pid, waited */
+  return lua_pcall(L, 4, 0, 0) != LUA_OK;   /* error: on the stack */
 }
 
 /*
@@ -67,19 +127,36 @@ static int wait_interrupted(void *ud) {
 ** OSError / SignalExit. The LockError never advises deleting the file: the
 ** kernel frees the lock when its holder dies, and deleting it breaks exclusion.
 */
-static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout) {
+static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout,
+                             int waiting_idx) {
   lg_lock_failure why;
-  unsigned long since = lg_signal_arrivals();
-  const char *path = lockfile_path(L, idx);   /* stack: path */
+  lg_lock_wait wait;
+  wait_context context;
+  const char *path;
   int err;
+  lua_pushvalue(L, waiting_idx);              /* stack: waiting */
+  path = lockfile_path(L, idx);               /* stack: waiting, path */
+  context.L = L;
+  context.since = lg_signal_arrivals();
+  context.path = lua_gettop(L);
+  context.waiting = context.path - 1;
+  memset(&wait, 0, sizeof wait);
+  wait.timeout = timeout;
+  wait.interrupted = wait_interrupted;
+  if (!lua_isnil(L, context.waiting)) {
+    wait.notify_after = WAITING_AFTER;
+    wait.waiting = wait_notify;
+  }
+  wait.ud = &context;
   /* One Lua state runs one thing at a time: a LockFile of the same state
   ** holding this file cannot be released while we wait for it. */
   lf->lock.context = lg_main_thread(L);
-  if (lg_lock_acquire(&lf->lock, path, timeout, wait_interrupted, &since, &why) == 0) {
-    lua_pop(L, 1);
+  if (lg_lock_acquire_wait(&lf->lock, path, &wait, &why) == 0) {
+    lua_pop(L, 2);
     return;
   }
   err = errno;
+  if (err == ECANCELED) lua_error(L);         /* opts.waiting's error, on top */
   if (err == EWOULDBLOCK || err == EDEADLK) {
     char waited[32];
     snprintf(waited, sizeof waited, "%.2f", why.waited);
@@ -117,13 +194,15 @@ static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout
 
 /* Pushes a released LockFile on path (the closed state comes first, so a
 ** memory error before the lock is taken leaves nothing half-made). */
-static LockFile *new_lockfile(lua_State *L, int path_idx, double timeout) {
-  LockFile *lf = (LockFile *)lua_newuserdatauv(L, sizeof(LockFile), 1);
+static LockFile *new_lockfile(lua_State *L, int path_idx, double timeout, int waiting_idx) {
+  LockFile *lf = (LockFile *)lua_newuserdatauv(L, sizeof(LockFile), UV_COUNT);
   lg_lock_init(&lf->lock);
   lf->timeout = timeout;
   luaL_setmetatable(L, LG_LOCKFILE_MT);
   lua_pushvalue(L, path_idx);     /* the same string: no copy */
-  lua_setiuservalue(L, -2, 1);
+  lua_setiuservalue(L, -2, UV_PATH);
+  lua_pushvalue(L, waiting_idx);
+  lua_setiuservalue(L, -2, UV_WAITING);
   return lf;
 }
 
@@ -131,10 +210,13 @@ static LockFile *new_lockfile(lua_State *L, int path_idx, double timeout) {
 int lg_lockfile_new(lua_State *L) {
   double timeout;
   LockFile *lf;
+  int waiting;
   check_path(L, 1);
   timeout = check_timeout(L, 2, 0);
-  lf = new_lockfile(L, 1, timeout);
-  acquire_or_raise(L, lua_gettop(L), lf, timeout);
+  push_waiting(L, 2, 0);
+  waiting = lua_gettop(L);
+  lf = new_lockfile(L, 1, timeout, waiting);
+  acquire_or_raise(L, lua_gettop(L), lf, timeout, waiting);
   return 1;
 }
 
@@ -144,6 +226,9 @@ int lg_lock_dir(lua_State *L) {
   const char *dir = check_path(L, 1);
   double timeout = check_timeout(L, 2, 0);
   LockFile *lf;
+  int waiting;
+  push_waiting(L, 2, 0);
+  waiting = lua_gettop(L);
   len = strlen(dir);
   if (len == 0)   /* not "/": an empty name names no directory (open("") is ENOENT) */
     lg_raise_os_error(L, ENOENT, dir, "empty directory name");
@@ -154,16 +239,20 @@ int lg_lock_dir(lua_State *L) {
     luaL_addlstring(&b, dir, len);
     if (dir[len - 1] != '/') luaL_addchar(&b, '/');
     luaL_addlstring(&b, LOCK_BASENAME, sizeof LOCK_BASENAME - 1);
-    luaL_pushresult(&b);    /* stack: dir, [opts,] path */
+    luaL_pushresult(&b);    /* stack: dir, [opts,] waiting, path */
   }
-  lf = new_lockfile(L, lua_gettop(L), timeout);
-  acquire_or_raise(L, lua_gettop(L), lf, timeout);
+  lf = new_lockfile(L, lua_gettop(L), timeout, waiting);
+  acquire_or_raise(L, lua_gettop(L), lf, timeout, waiting);
   return 1;
 }
 
 static int lockfile_acquire(lua_State *L) {
   LockFile *lf = toLockFile(L, 1);
-  acquire_or_raise(L, 1, lf, check_timeout(L, 2, lf->timeout));
+  double timeout = check_timeout(L, 2, lf->timeout);
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, UV_WAITING);      /* stack: lf, opts, default */
+  push_waiting(L, 2, 3);
+  acquire_or_raise(L, 1, lf, timeout, lua_gettop(L));
   return 0;
 }
 

@@ -1,10 +1,10 @@
 /*
 ** bench_signal_latency — from kill(SIGTERM) to the first cleanup running:
 ** starts tests/bench/signal_victim.lua in the host (body in Lua code, or
-** blocked in io.read on a silent pipe), waits for "r", sends SIGTERM, and
+** blocked in io.read on a silent pipe, or in a lock wait), waits for "r", sends SIGTERM, and
 ** times the arrival of the cleanup's "c" on the pipe. RUNS runs.
 **
-**   bench_signal_latency HOST VICTIM lua|read RUNS
+**   bench_signal_latency HOST VICTIM lua|read|lock RUNS
 **
 ** Prints a human line and "RESULT NAME median p10 p90" (seconds).
 */
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
   int runs, i;
   double *t;
   if (argc != 5) {
-    fprintf(stderr, "usage: %s HOST VICTIM lua|read RUNS\n", argv[0]);
+    fprintf(stderr, "usage: %s HOST VICTIM lua|read|lock RUNS\n", argv[0]);
     return 2;
   }
   runs = atoi(argv[4]);

@@ -2,12 +2,15 @@
 ** test_lock_core — the POSIX lock core in C alone: in-process exclusion that
 ** keeps the first lock, a forked child that never unlinks or unlocks its
 ** parent's lock, the holder's pid, timeouts, interruption, symlinks, and no
-** descriptor left behind by any failure.
+** descriptor left behind by any failure; the wait in the kernel (F_SETLKW):
+** its deadline timer, the 'waiting' call, the real-time signal it borrows and
+** gives back, and in-process exclusion between threads it wakes together.
 */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,6 +176,230 @@ static void test_other_process(void) {
   close(ready[0]); close(ready[1]); close(go[0]); close(go[1]);
 }
 
+/* A holder in a child process: holds path until a byte arrives on go[0],
+** then releases it after 'linger' seconds. */
+typedef struct holder_process { pid_t pid; int go[2]; } holder_process;
+
+static int start_holder(holder_process *h, double linger) {
+  int ready[2];
+  char c;
+  if (pipe(ready) != 0 || pipe(h->go) != 0) return -1;
+  h->pid = fork();
+  if (h->pid == 0) {
+    lg_lock mine;
+    struct timespec ts;
+    ts.tv_sec = (time_t)linger;
+    ts.tv_nsec = (long)((linger - (double)ts.tv_sec) * 1e9);
+    lg_lock_init(&mine);
+    if (lg_lock_acquire(&mine, path, 0, NULL, NULL, NULL) != 0) _exit(1);
+    if (write(ready[1], "r", 1) != 1) _exit(1);
+    if (read(h->go[0], &c, 1) != 1) _exit(1);
+    nanosleep(&ts, NULL);
+    lg_lock_release(&mine, path);
+    _exit(0);
+  }
+  close(ready[1]);
+  if (read(ready[0], &c, 1) != 1) return -1;
+  close(ready[0]);
+  return 0;
+}
+
+static int end_holder(holder_process *h) {
+  int status = -1;
+  if (write(h->go[1], "g", 1) != 1) return -1;
+  waitpid(h->pid, &status, 0);
+  close(h->go[0]);
+  close(h->go[1]);
+  return status;
+}
+
+/* The disposition of every real-time signal, to compare before and after. */
+static int rt_handlers_changed(void (**before)(int)) {
+  int sig, changed = 0;
+  for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) {
+    struct sigaction now;
+    sigaction(sig, NULL, &now);
+    changed += now.sa_handler != before[sig - SIGRTMIN];
+  }
+  return changed;
+}
+
+static void save_rt_handlers(void (**out)(int)) {
+  int sig;
+  for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) {
+    struct sigaction now;
+    sigaction(sig, NULL, &now);
+    out[sig - SIGRTMIN] = now.sa_handler;
+  }
+}
+
+typedef struct waiting_log { int calls; pid_t holder; double waited; int answer; } waiting_log;
+
+static int note_waiting(void *ud, pid_t holder, double waited) {
+  waiting_log *log = (waiting_log *)ud;
+  log->calls++;
+  log->holder = holder;
+  log->waited = waited;
+  return log->answer;
+}
+
+static volatile sig_atomic_t program_rt_calls, usr1_seen;
+static void program_rt_handler(int sig) { (void)sig; program_rt_calls++; }
+static void on_usr1(int sig) { (void)sig; usr1_seen = 1; }
+static int usr1_interrupts(void *ud) { (void)ud; return usr1_seen; }
+
+static void test_kernel_wait(void) {
+  void (*before[64])(int);
+  lg_lock a;
+  lg_lock_wait w;
+  lg_lock_failure why;
+  waiting_log log;
+  holder_process h;
+  struct sigaction program, saved;
+  int fds_before;
+  double t0;
+  if (start_holder(&h, 0.3) != 0) return;
+  save_rt_handlers(before);
+  fds_before = test_count_fds();
+  lg_lock_init(&a);
+
+  /* the deadline: the timer ends a wait no unlock ends */
+  t0 = test_now();
+  CHECK_INT(-1, lg_lock_acquire(&a, path, 0.2, NULL, NULL, &why), "kernel wait: times out");
+  CHECK_INT(EWOULDBLOCK, errno, "kernel wait: as held elsewhere");
+  CHECK(why.waited >= 0.2 && test_now() - t0 < 1.5, "kernel wait: ended by its timer, about on time");
+  CHECK_INT(h.pid, why.holder, "kernel wait: the holder's pid");
+  CHECK_INT(0, rt_handlers_changed(before), "kernel wait: the borrowed real-time signal is given back");
+
+  /* 'waiting' once, then the caller may stop the wait */
+  memset(&w, 0, sizeof w);
+  memset(&log, 0, sizeof log);
+  log.answer = 1;
+  w.timeout = 10;
+  w.notify_after = 0.1;
+  w.waiting = note_waiting;
+  w.ud = &log;
+  CHECK_INT(-1, lg_lock_acquire_wait(&a, path, &w, &why), "waiting: a nonzero answer stops the wait");
+  CHECK_INT(ECANCELED, errno, "waiting: with ECANCELED");
+  CHECK(log.calls == 1 && log.holder == h.pid && log.waited >= 0.1 && log.waited < 2,
+        "waiting: called once, after notify_after, with the holder and the time waited");
+  CHECK_INT(fds_before, test_count_fds(), "waiting: no descriptor left");
+  CHECK_INT(0, rt_handlers_changed(before), "waiting: no disposition left changed");
+
+  /* a program's handler on a real-time signal is neither replaced nor called */
+  memset(&program, 0, sizeof program);
+  program.sa_handler = program_rt_handler;
+  sigemptyset(&program.sa_mask);
+  sigaction(SIGRTMIN, &program, &saved);
+  CHECK_INT(-1, lg_lock_acquire(&a, path, 0.15, NULL, NULL, &why), "program's signal: the wait still times out");
+  {
+    struct sigaction now;
+    sigaction(SIGRTMIN, NULL, &now);
+    CHECK(now.sa_handler == program_rt_handler && program_rt_calls == 0,
+          "program's signal: its handler stays, never called by the wait");
+  }
+  sigaction(SIGRTMIN, &saved, NULL);
+
+  /* a thread that blocks every real-time signal waits by polling, on time */
+  {
+    sigset_t rt, old;
+    int sig;
+    sigemptyset(&rt);
+    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaddset(&rt, sig);
+    pthread_sigmask(SIG_BLOCK, &rt, &old);
+    t0 = test_now();
+    CHECK_INT(-1, lg_lock_acquire(&a, path, 0.15, NULL, NULL, &why), "signals blocked: the wait still times out");
+    CHECK(test_now() - t0 < 1.5, "signals blocked: on time");
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+
+  /* a signal handled with SA_RESTART (as the guard's is) stops a blocked wait
+  ** at the timer's next tick, through 'interrupted' */
+  {
+    struct sigaction usr1;
+    pid_t sender;
+    memset(&usr1, 0, sizeof usr1);
+    usr1.sa_handler = on_usr1;
+    usr1.sa_flags = SA_RESTART;
+    sigemptyset(&usr1.sa_mask);
+    sigaction(SIGUSR1, &usr1, &saved);
+    usr1_seen = 0;
+    sender = fork();
+    if (sender == 0) {
+      struct timespec ts = {0, 100000000L};
+      nanosleep(&ts, NULL);
+      kill(getppid(), SIGUSR1);
+      _exit(0);
+    }
+    t0 = test_now();
+    CHECK_INT(-1, lg_lock_acquire(&a, path, 30, usr1_interrupts, NULL, &why), "restarted signal: the wait stops");
+    CHECK_INT(EINTR, errno, "restarted signal: with EINTR");
+    CHECK(test_now() - t0 < 2, "restarted signal: long before the timeout");
+    waitpid(sender, NULL, 0);
+    sigaction(SIGUSR1, &saved, NULL);
+  }
+
+  /* woken by the unlock: the holder releases 0.3 s after 'go' */
+  memset(&log, 0, sizeof log);
+  t0 = test_now();
+  if (write(h.go[1], "g", 1) != 1) return;
+  CHECK_INT(0, lg_lock_acquire_wait(&a, path, &w, &why), "kernel wait: acquired when the holder releases");
+  CHECK(test_now() - t0 >= 0.3 && test_now() - t0 < 5, "kernel wait: after the holder's release");
+  CHECK_INT(1, log.calls, "kernel wait: 'waiting' called once on the way");
+  CHECK(exists(path) && probe_holder(path) == getpid(), "kernel wait: the path names the file we hold");
+  lg_lock_release(&a, path);
+  CHECK_INT(fds_before, test_count_fds(), "kernel wait: no descriptor left");
+  waitpid(h.pid, NULL, 0);
+  close(h.go[0]);
+  close(h.go[1]);
+  CHECK_INT(0, rt_handlers_changed(before), "kernel wait: dispositions as before");
+}
+
+/* Two threads of one process, woken together by the kernel (its locks are per
+** process): exactly one holds; the other goes on waiting until it releases. */
+typedef struct waiter_thread {
+  lg_lock lock;
+  int context;
+  int rc;
+  double got;
+} waiter_thread;
+
+static void *wait_in_thread(void *arg) {
+  waiter_thread *t = (waiter_thread *)arg;
+  lg_lock_init(&t->lock);
+  t->lock.context = &t->context;
+  t->rc = lg_lock_acquire(&t->lock, path, 10, NULL, NULL, NULL);
+  t->got = test_now();
+  return NULL;
+}
+
+static void test_threads_woken_together(void) {
+  waiter_thread t[2];
+  pthread_t id[2];
+  holder_process h;
+  int i, first;
+  struct timespec settle = {0, 200000000L};
+  if (start_holder(&h, 0.1) != 0) return;
+  memset(t, 0, sizeof t);
+  for (i = 0; i < 2; i++) pthread_create(&id[i], NULL, wait_in_thread, &t[i]);
+  nanosleep(&settle, NULL);     /* both blocked in the kernel */
+  if (end_holder(&h) != 0) return;
+  nanosleep(&settle, NULL);
+  first = t[0].got != 0 ? 0 : 1;
+  CHECK(t[first].got != 0 && t[1 - first].got == 0,
+        "threads: after the release one thread holds, the other still waits");
+  CHECK(lg_lock_is_held(&t[first].lock) && probe_holder(path) == getpid(),
+        "threads: the holder's lock is the process's");
+  lg_lock_release(&t[first].lock, path);
+  pthread_join(id[1 - first], NULL);
+  pthread_join(id[first], NULL);
+  CHECK_INT(0, t[1 - first].rc, "threads: the other takes it once the first releases");
+  CHECK(t[1 - first].got > t[first].got && lg_lock_is_held(&t[1 - first].lock),
+        "threads: and only then");
+  lg_lock_release(&t[1 - first].lock, path);
+  CHECK(!exists(path), "threads: nothing left");
+}
+
 static void test_bad_paths(void) {
   lg_lock a;
   lg_lock_failure why;
@@ -253,6 +480,8 @@ int main(void) {
   test_same_context();
   test_fork();
   test_other_process();
+  test_kernel_wait();
+  test_threads_woken_together();
   test_bad_paths();
   test_exit_release();
   test_no_permission();
