@@ -26,9 +26,9 @@ build = {
     ["luaguard"] = "lua/luaguard/init.lua",
     ["luaguard.core"] = {
       sources = {
-        "src/core/lg_pid.c", "src/core/lg_signal.c", "src/core/lg_lock.c",
+        "src/core/lg_pid.c", "src/core/lg_signal.c", "src/core/lg_lock.c", "src/core/lg_child.c",
         "src/lua/lg_common.c", "src/lua/lg_guard.c", "src/lua/lg_handler.c",
-        "src/lua/lg_lockfile.c", "src/lua/lg_module.c",
+        "src/lua/lg_lockfile.c", "src/lua/lg_process.c", "src/lua/lg_module.c",
       },
       incdirs = { "src/include", "src/core", "src/lua" },
       defines = { "_POSIX_C_SOURCE=200809L" },

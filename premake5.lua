@@ -105,9 +105,9 @@ workspace "luaguard"
     linkoptions { "-fsanitize=address,undefined" }
   filter {}
 
-local CORE = { "src/core/lg_pid.c", "src/core/lg_signal.c", "src/core/lg_lock.c" }
+local CORE = { "src/core/lg_pid.c", "src/core/lg_signal.c", "src/core/lg_lock.c", "src/core/lg_child.c" }
 local BINDING = { "src/lua/lg_common.c", "src/lua/lg_guard.c", "src/lua/lg_handler.c",
-                  "src/lua/lg_lockfile.c", "src/lua/lg_module.c" }
+                  "src/lua/lg_lockfile.c", "src/lua/lg_process.c", "src/lua/lg_module.c" }
 local EMBED = { "src/lua/lg_embed.c", BUILD .. "/gen/lg_embedded.c" }
 
 local function all(...)

@@ -32,6 +32,12 @@ local M = {
   ErrorHandler = core.ErrorHandler,
   --- ExitHandler([fn, ...]) -> armed handler whose cleanups run on every close.
   ExitHandler = core.ExitHandler,
+
+  --- proc.run(argv [, opts]) -> {status, signal, stdout, stderr, timed_out, pid};
+  -- proc.spawn(argv [, opts]) -> Process (wait, kill, pid, <close>). argv is a
+  -- table of strings, run without a shell. A handled signal that stops a
+  -- guarded block stops its children first (forwarded once, grace, SIGKILL).
+  proc = core.proc,
 }
 
 return M

@@ -31,7 +31,7 @@ LUAGUARD_API int luaopen_luaguard(lua_State *L) {
 }
 
 LUAGUARD_API void luaguard_open_globals(lua_State *L) {
-  static const char *const names[] = {"lock", "ErrorHandler", "ExitHandler"};
+  static const char *const names[] = {"lock", "ErrorHandler", "ExitHandler", "proc"};
   size_t i;
   luaL_requiref(L, "luaguard", luaopen_luaguard, 0);   /* stack: module */
   for (i = 0; i < sizeof names / sizeof names[0]; i++) {

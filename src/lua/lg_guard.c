@@ -41,6 +41,7 @@
 #include <lua.h>
 
 #include "luaguard.h"
+#include "lg_child.h"
 #include "lg_common.h"
 #include "lg_guard.h"
 
@@ -352,6 +353,18 @@ static int raise_stop(lua_State *L, lg_guard *g, int sig) {
   return lua_error(L);
 }
 
+/*
+** Step 3, before anything is closed: the children the state started (proc)
+** that still run get the signal once, 'grace', SIGKILL, and are reaped, so no
+** cleanup runs and no lock is released while one runs (lg_child.c). Every
+** block of the state is being stopped, so every child of theirs goes now;
+** one started by a cleanup is left to finish.
+*/
+static void stop_children(const lg_state *st, int sig) {
+  lg_signal_kick_stop();    /* the wait below must not be cut short */
+  lg_children_stop(st->main, sig);
+}
+
 /* Step 3: handlers of st armed after g on threads that cannot run now are
 ** closed as by the signal, newest first (their blocks will never end). */
 static void close_abandoned(lua_State *L, const lg_state *st, const lg_guard *g) {
@@ -414,6 +427,7 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     return;
   }
   sig = pending_signal(st);
+  if (sig != 0) stop_children(st, sig);
   if (sig != 0 && g != NULL) {
     close_abandoned(L, st, g);
     raise_stop(L, g, sig);
@@ -497,6 +511,7 @@ int lg_guard_raise_pending(lua_State *L) {
   if (g->in_flight) return raise_stop(L, g, 0);
   sig = pending_signal(g->state);
   if (sig == 0) return 0;
+  stop_children(g->state, sig);
   close_abandoned(L, g->state, g);
   return raise_stop(L, g, sig);
 }
@@ -578,7 +593,9 @@ LUAGUARD_API int luaguard_outer_close(void) {
 */
 LUAGUARD_API int luaguard_stop_pending(lua_State *L) {
   lg_state *st = state_of(L);
-  if (lg_signal_cleaning() || newest_guard(st, NULL, NULL, STOPPED_GUARD) == NULL) return 0;
+  lg_guard *g;
+  if (lg_signal_cleaning() || (g = newest_guard(st, NULL, NULL, STOPPED_GUARD)) == NULL) return 0;
+  if (g->frame.record.length > 0) stop_children(st, g->frame.record.order[0]);
   stop_state(L, st);
   return 1;
 }

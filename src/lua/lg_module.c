@@ -10,6 +10,7 @@
 #include "lg_guard.h"
 #include "lg_handler.h"
 #include "lg_lockfile.h"
+#include "lg_process.h"
 
 /*
 ** The sentinel is made when the core is first opened in a state, before any
@@ -51,6 +52,8 @@ LUAGUARD_API int luaopen_luaguard_core(lua_State *L) {
   lg_open_lockfile(L);
   lg_open_handler(L);
   luaL_newlib(L, core_functions);
+  lg_open_process(L);
+  lua_setfield(L, -2, "proc");
   lua_pushliteral(L, LUAGUARD_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -4,7 +4,11 @@
 **
 **   build/bin/bench_handoff N            one waiter: a holder process holds
 **                                        20 ms and releases while this process
-**                                        waits in lg_lock_acquire (timeout 10 s)
+**                                        waits in lg_lock_acquire (timeout 10 s);
+**                                        alternating with the same hand-off done
+**                                        by bare system calls (the floor: the
+**                                        waiter blocked in F_SETLKW, woken, opens
+**                                        the next file and locks it), N each
 **   build/bin/bench_handoff N WAITERS    contention: WAITERS processes take the
 **                                        lock in turn (each waits with a
 **                                        timeout), N hand-offs in all (a
@@ -14,10 +18,12 @@
 ** unlock. Prints a human line and "RESULT NAME median p10 p90" (seconds).
 */
 #define _DEFAULT_SOURCE   /* MAP_ANONYMOUS */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,11 +38,30 @@ static void report(const char *name, const char *what, double *lat, int n) {
   printf("RESULT %s %.6g %.6g %.6g\n", name, lat[n / 2], lat[n / 10], lat[(n * 9) / 10]);
 }
 
+/* The floor's waiter: what any blocking waiter on certbot's protocol must do. */
+static int bare_wait(const char *path) {
+  struct flock fl;
+  struct stat st, at_path;
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  if (fd < 0 || fcntl(fd, F_SETLKW, &fl) != 0) return -1;
+  while (fstat(fd, &st) != 0 || stat(path, &at_path) != 0 || st.st_ino != at_path.st_ino) {
+    close(fd);              /* unlinked by the holder: the next file */
+    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || fcntl(fd, F_SETLKW, &fl) != 0) return -1;
+  }
+  return fd;
+}
+
 static int one_waiter(const char *path, int n, double *lat) {
+  double *floor_lat = malloc((size_t)n * sizeof *floor_lat);
   int i;
-  for (i = 0; i < n; i++) {
+  if (floor_lat == NULL) return 2;
+  for (i = 0; i < 2 * n; i++) {
+    int bare = i % 2, fd = -1;
     int ready[2], told[2];
-    double released = 0;
+    double released = 0, t;
     char c;
     lg_lock waiter;
     pid_t child;
@@ -45,27 +70,36 @@ static int one_waiter(const char *path, int n, double *lat) {
     if (child == 0) {
       lg_lock holder;
       struct timespec hold = {0, 20000000L};   /* hold 20 ms: the waiter is blocked by then */
-      double t;
+      double before;
       lg_lock_init(&holder);
       if (lg_lock_acquire(&holder, path, 0, NULL, NULL, NULL) != 0) _exit(1);
       if (write(ready[1], "r", 1) != 1) _exit(1);
       nanosleep(&hold, NULL);
-      t = test_now();
+      before = test_now();
       lg_lock_release(&holder, path);
-      if (write(told[1], &t, sizeof t) != (ssize_t)sizeof t) _exit(1);
+      if (write(told[1], &before, sizeof before) != (ssize_t)sizeof before) _exit(1);
       _exit(0);
     }
     if (read(ready[0], &c, 1) != 1) return 2;
     lg_lock_init(&waiter);
-    if (lg_lock_acquire(&waiter, path, 10, NULL, NULL, NULL) != 0) return 3;
-    lat[i] = test_now();
+    if (bare) {
+      if ((fd = bare_wait(path)) < 0) return 3;
+    }
+    else if (lg_lock_acquire(&waiter, path, 10, NULL, NULL, NULL) != 0) return 3;
+    t = test_now();
     if (read(told[0], &released, sizeof released) != (ssize_t)sizeof released) return 2;
-    lat[i] -= released;
-    lg_lock_release(&waiter, path);
+    (bare ? floor_lat : lat)[i / 2] = t - released;
+    if (bare) {
+      unlink(path);
+      close(fd);
+    }
+    else lg_lock_release(&waiter, path);
     waitpid(child, NULL, 0);
     close(ready[0]); close(ready[1]); close(told[0]); close(told[1]);
   }
   report("handoff", "lock hand-off, one waiter,", lat, n);
+  report("handoff_floor", "the same by bare system calls (the floor),", floor_lat, n);
+  free(floor_lat);
   return 0;
 }
 

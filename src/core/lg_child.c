@@ -1,0 +1,334 @@
+/*
+** lg_child.c — child processes (see lg_child.h).
+**
+** The list. Every child started here is linked in one process-wide list
+** until its owner forgets it, so that a stop (a handled signal ending a
+** guarded block: lg_children_stop) and exit() (an atexit hook: os.exit(n)
+** closes no Lua state) can reach every child still running. A child of the
+** process that started it only: a forked copy of us (no exec) never signals
+** or reaps its parent's children (the owner-pid check, as lg_lock.c's).
+**
+** Waiting. A pidfd (pidfd_open, Linux 5.3) becomes readable when its process
+** exits, so poll() waits for children and pipes at once with no SIGCHLD
+** handler; without it the wait polls waitpid(WNOHANG) with short naps.
+** waitpid is only ever asked about our own pids.
+*/
+#define _GNU_SOURCE   /* posix_spawn_file_actions_addchdir_np / addclosefrom_np */
+#include "lg_child.h"
+#include "lg_pid.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define KILL_WAIT 5.0            /* seconds for SIGKILLed groups to go */
+#define NAP_FIRST_NS 200000L     /* the fallback wait: 0.2 ms, doubling ... */
+#define NAP_MAX_NS 10000000L     /* ... to 10 ms */
+
+static pthread_mutex_t list_mutex = PTHREAD_MUTEX_INITIALIZER;
+static lg_child *live;           /* newest first */
+static int exit_hook;            /* under list_mutex */
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void nap(long ns) {
+  struct timespec ts = {0, ns};
+  nanosleep(&ts, NULL);
+}
+
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return (int)syscall(SYS_pidfd_open, pid, 0);   /* close-on-exec by itself */
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+/* os.exit(n) closes no Lua state, so no Process is collected: stop what runs. */
+static void stop_at_exit(void) {
+  int err = errno;
+  lg_children_stop(NULL, SIGTERM);
+  errno = err;
+}
+
+static void link_child(lg_child *c) {
+  pthread_mutex_lock(&list_mutex);
+  c->prev = NULL;
+  c->next = live;
+  if (live != NULL) live->prev = c;
+  live = c;
+  if (!exit_hook) exit_hook = atexit(stop_at_exit) == 0;
+  pthread_mutex_unlock(&list_mutex);
+}
+
+static void unlink_child(lg_child *c) {
+  pthread_mutex_lock(&list_mutex);
+  if (c->prev != NULL) c->prev->next = c->next;
+  else if (live == c) live = c->next;
+  if (c->next != NULL) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  pthread_mutex_unlock(&list_mutex);
+}
+
+static void close_ends(int ends[3][2]) {
+  int i, j;
+  for (i = 0; i < 3; i++)
+    for (j = 0; j < 2; j++)
+      if (ends[i][j] >= 0) close(ends[i][j]);
+}
+
+/* The file actions: pipes and /dev/null on 0-2, the directory, nothing else. */
+static int add_actions(posix_spawn_file_actions_t *fa, const lg_spawn_options *o,
+                       int ends[3][2]) {
+  int i, rc = 0;
+  for (i = 0; i < 3 && rc == 0; i++) {
+    switch (o->stream[i]) {
+      case LG_STREAM_PIPE:
+        rc = posix_spawn_file_actions_adddup2(fa, ends[i][0], i);
+        break;
+      case LG_STREAM_NULL:
+        rc = posix_spawn_file_actions_addopen(fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
+        break;
+      case LG_STREAM_STDOUT:
+        if (i == 2) rc = posix_spawn_file_actions_adddup2(fa, 1, 2);
+        break;
+      default:
+        break;
+    }
+  }
+  if (rc == 0 && o->cwd != NULL) rc = posix_spawn_file_actions_addchdir_np(fa, o->cwd);
+  if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(fa, 3);
+  return rc;
+}
+
+/*
+** posix_spawnp reports a failed exec as its result (glibc's child shares our
+** memory until it execs, and is reaped before the call returns): a missing
+** command leaves no zombie. ends[i][0] is the child's end, [1] ours.
+*/
+int lg_child_spawn(lg_child *c, char *const argv[], const lg_spawn_options *o) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  int ends[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  sigset_t empty;
+  pid_t pid;
+  int i, rc;
+  memset(c, 0, sizeof *c);
+  c->pidfd = -1;
+  for (i = 0; i < 3; i++) {
+    int p[2];
+    c->pipe[i] = -1;
+    if (o->stream[i] != LG_STREAM_PIPE) continue;
+    if (pipe2(p, O_CLOEXEC) != 0) {
+      int err = errno;
+      close_ends(ends);
+      errno = err;
+      return -1;
+    }
+    ends[i][0] = i == 0 ? p[0] : p[1];
+    ends[i][1] = i == 0 ? p[1] : p[0];
+  }
+  if ((rc = posix_spawn_file_actions_init(&fa)) != 0) {
+    close_ends(ends);
+    errno = rc;
+    return -1;
+  }
+  if ((rc = posix_spawnattr_init(&at)) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    close_ends(ends);
+    errno = rc;
+    return -1;
+  }
+  sigemptyset(&empty);
+  rc = add_actions(&fa, o, ends);
+  if (rc == 0) rc = posix_spawnattr_setsigmask(&at, &empty);
+  if (rc == 0 && !o->terminal) rc = posix_spawnattr_setpgroup(&at, 0);
+  if (rc == 0)
+    rc = posix_spawnattr_setflags(&at, (short)(POSIX_SPAWN_SETSIGMASK |
+                                               (o->terminal ? 0 : POSIX_SPAWN_SETPGROUP)));
+  if (rc == 0)
+    rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, o->envp != NULL ? o->envp : environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  for (i = 0; i < 3; i++)
+    if (ends[i][0] >= 0) {
+      close(ends[i][0]);
+      ends[i][0] = -1;
+    }
+  if (rc != 0) {
+    close_ends(ends);
+    errno = rc;
+    return -1;
+  }
+  c->pid = pid;
+  c->owner = lg_pid();
+  c->own_group = !o->terminal;
+  c->pidfd = open_pidfd(pid);
+  c->grace = 10;
+  for (i = 0; i < 3; i++) {
+    c->pipe[i] = ends[i][1];
+    if (c->pipe[i] >= 0) fcntl(c->pipe[i], F_SETFL, fcntl(c->pipe[i], F_GETFL) | O_NONBLOCK);
+  }
+  link_child(c);
+  return 0;
+}
+
+int lg_child_try_reap(lg_child *c) {
+  int status;
+  pid_t r;
+  if (c->reaped) return 1;
+  if (c->pid <= 0 || c->owner != lg_pid()) return 1;   /* not ours to reap */
+  do r = waitpid(c->pid, &status, WNOHANG); while (r < 0 && errno == EINTR);
+  if (r == 0) return 0;
+  c->reaped = 1;
+  c->status = r == c->pid ? status : -1;   /* ECHILD: a program's handler reaped it */
+  if (c->pidfd >= 0) {
+    close(c->pidfd);
+    c->pidfd = -1;
+  }
+  return 1;
+}
+
+int lg_child_signal(lg_child *c, int sig) {
+  if (c->pid <= 0 || c->owner != lg_pid()) { errno = ESRCH; return -1; }
+  if (c->own_group) return kill(-c->pid, sig);   /* its group: its own children too */
+  if (c->reaped) { errno = ESRCH; return -1; }   /* the pid may be someone else's now */
+  return kill(c->pid, sig);
+}
+
+int lg_child_group_alive(const lg_child *c) {
+  if (c->pid <= 0 || c->owner != lg_pid()) return 0;
+  if (!c->own_group) return !c->reaped;
+  return kill(-c->pid, 0) == 0 || errno == EPERM;
+}
+
+/* Gone: reaped, and nothing left of its group. */
+static int gone(lg_child *c) {
+  return lg_child_try_reap(c) && !lg_child_group_alive(c);
+}
+
+/*
+** Until every child in cs is gone or 'until' passes. poll() on the pidfds of
+** the leaders still running; a leader gone with its group alive (or no
+** pidfd) is polled with naps. Signals (EINTR) only go round again.
+*/
+static void wait_gone(lg_child **cs, int n, double until) {
+  struct pollfd fds[64];
+  long nap_ns = NAP_FIRST_NS;
+  for (;;) {
+    int i, nfds = 0, napping = 0, left = 0;
+    double remaining;
+    for (i = 0; i < n; i++) {
+      if (gone(cs[i])) continue;
+      left++;
+      if (!cs[i]->reaped && cs[i]->pidfd >= 0 && nfds < 64) {
+        fds[nfds].fd = cs[i]->pidfd;
+        fds[nfds].events = POLLIN;
+        nfds++;
+      }
+      else napping = 1;
+    }
+    remaining = until - now_seconds();
+    if (left == 0 || remaining <= 0) return;
+    if (napping || nfds == 0) {
+      long ns = nap_ns;
+      if ((double)ns / 1e9 > remaining) ns = (long)(remaining * 1e9) + 1;
+      if (nfds > 0) poll(fds, (nfds_t)nfds, 0);
+      nap(ns);
+      if (nap_ns < NAP_MAX_NS) nap_ns *= 2;
+    }
+    else poll(fds, (nfds_t)nfds, (int)(remaining * 1000) + 1);
+  }
+}
+
+/* One stop for cs: sig once each, one grace, SIGKILL, reap. */
+static void stop_all(lg_child **cs, int n, int sig, double grace) {
+  int i;
+  for (i = 0; i < n; i++) {
+    if (!cs[i]->signalled && !gone(cs[i])) lg_child_signal(cs[i], sig);
+    cs[i]->signalled = 1;
+  }
+  wait_gone(cs, n, now_seconds() + grace);
+  for (i = 0; i < n; i++)
+    if (!gone(cs[i])) lg_child_signal(cs[i], SIGKILL);
+  wait_gone(cs, n, now_seconds() + KILL_WAIT);
+  for (i = 0; i < n; i++) {          /* a leader SIGKILL did not end: wait for it */
+    if (!cs[i]->reaped && cs[i]->pid > 0 && cs[i]->owner == lg_pid()) {
+      int status;
+      pid_t r;
+      do r = waitpid(cs[i]->pid, &status, 0); while (r < 0 && errno == EINTR);
+      cs[i]->reaped = 1;
+      cs[i]->status = r == cs[i]->pid ? status : -1;
+      if (cs[i]->pidfd >= 0) {
+        close(cs[i]->pidfd);
+        cs[i]->pidfd = -1;
+      }
+    }
+  }
+}
+
+void lg_child_stop(lg_child *c, int sig) {
+  if (c->pid <= 0 || gone(c)) return;
+  stop_all(&c, 1, sig, c->grace);
+}
+
+/* Whether c is stopped by lg_children_stop(context): ours, running, not a
+** cleanup's, not signalled yet. Under list_mutex. */
+static int to_stop(const lg_child *c, const void *context, pid_t me) {
+  if (c->pid <= 0 || c->owner != me || c->signalled) return 0;
+  if (context != NULL && (c->from_cleanup || c->context != context)) return 0;
+  return !c->reaped || lg_child_group_alive(c);
+}
+
+int lg_children_stop(const void *context, int sig) {
+  lg_child *c, **cs = NULL;
+  int n = 0, cap = 0;
+  double grace = 0;
+  pthread_mutex_lock(&list_mutex);
+  for (c = live; c != NULL; c = c->next) {
+    if (!to_stop(c, context, lg_pid())) continue;
+    if (n == cap) {
+      lg_child **more = realloc(cs, (size_t)(cap = cap ? 2 * cap : 8) * sizeof *cs);
+      if (more == NULL) break;
+      cs = more;
+    }
+    cs[n++] = c;
+    if (c->grace > grace) grace = c->grace;
+  }
+  pthread_mutex_unlock(&list_mutex);
+  if (n > 0) stop_all(cs, n, sig, grace);
+  free(cs);
+  return n;
+}
+
+void lg_child_forget(lg_child *c) {
+  int i;
+  for (i = 0; i < 3; i++)
+    if (c->pipe[i] >= 0) {
+      close(c->pipe[i]);
+      c->pipe[i] = -1;
+    }
+  if (c->pidfd >= 0) {
+    close(c->pidfd);
+    c->pidfd = -1;
+  }
+  if (c->pid > 0) unlink_child(c);
+  c->pid = 0;
+}

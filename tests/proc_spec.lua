@@ -1,0 +1,324 @@
+-- proc.run / proc.spawn (SPEC section 4a) against real processes: what the
+-- child gets (no shell, its own group, an empty mask, fds 0-2 only), pipes
+-- captured without deadlock, and the guard's rule: a handled signal reaches
+-- each child of the stopped block once, and no cleanup runs and no lock is
+-- released before the child is gone.
+local H = require "tests.helpers"
+
+local lua = H.run_prelude
+
+-- A child shell that logs each handled signal it gets, lingers 0.2 s, logs
+-- its exit and exits 0; "ready" once its traps are set.
+local TRAPPER = [[
+log=$1; ready=$2
+for s in TERM INT HUP QUIT XCPU XFSZ; do
+  trap "echo got $s >> '$log'; sleep 0.2; echo child-exit >> '$log'; exit 0" $s
+done
+echo $$ > "$ready"
+while :; do sleep 0.05; done
+]]
+
+local function alive(pid)
+  return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
+end
+
+describe("proc", function()
+  teardown(H.cleanup_tmp)
+
+  describe("run", function()
+    it("returns status, captured stdout and stderr, and the pid", function()
+      local r = lua([[
+        local r = proc.run({"sh", "-c", "echo out; echo err >&2; exit 3"}, {stdout = "capture", stderr = "capture"})
+        print(r.status, r.signal, r.stdout == "out\n", r.stderr == "err\n", r.timed_out, math.type(r.pid))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("3\tnil\ttrue\ttrue\tfalse\tinteger\n", r.stdout)
+    end)
+
+    it("runs argv without a shell, PATH searched, and refuses a string with a hint", function()
+      local r = lua([[
+        local r = proc.run({"printf", "%s|", "a b", "$HOME", "*"}, {stdout = "capture"})
+        print(r.stdout)
+        local ok, err = pcall(proc.run, "echo hi")
+        print(ok, err)
+        print(pcall(proc.run, {}))
+        print(pcall(proc.run, {"echo", 5}))
+        print(pcall(proc.run, {"echo"}, {stdout = "file"}))
+        print(pcall(proc.run, {"echo"}, {timeout = -1}))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      local lines = {}
+      for l in r.stdout:gmatch("[^\n]*\n") do lines[#lines + 1] = l end
+      assert.are.equal("a b|$HOME|*|\n", lines[1])
+      assert.matches('^false\tbad argument #1 to .-a table of strings expected, not a command line %(for a shell, say {"sh", "%-c", cmd}%)%)\n$', lines[2])
+      assert.matches("^false\tbad argument #1 to .-argv is empty", lines[3])
+      assert.matches("^false\tbad argument #1 to .-argv%[2%] must be a string, not number", lines[4])
+      assert.matches("^false\tbad argument #2 to .-opts.stdout: unknown value", lines[5])
+      assert.matches("^false\tbad argument #2 to .-opts.timeout must be a non%-negative number", lines[6])
+    end)
+
+    it("feeds a stdin string, and replaces (env) or adds to (env_add) the environment, in cwd", function()
+      local d = H.tmpdir()
+      local r = lua([[
+        print(proc.run({"cat"}, {stdin = "fed\n", stdout = "capture"}).stdout ==  "fed\n")
+        print(proc.run({"sh", "-c", "echo \"[$A][$B][$HOME]\""}, {env = {A = "1", PATH = os.getenv("PATH")}, stdout = "capture"}).stdout)
+        print(proc.run({"sh", "-c", "echo \"[$A][$B][${HOME:+home}]\""}, {env_add = {B = "2"}, stdout = "capture"}).stdout)
+        print(proc.run({"pwd"}, {cwd = arg[1], stdout = "capture"}).stdout)
+        print(proc.run({"cat"}, {stdin = "null", stdout = "capture"}).stdout == "")
+        print(proc.run({"sh", "-c", "echo x; echo y >&2"}, {stdout = "capture", stderr = "stdout"}).stdout)
+        print(proc.run({"sh", "-c", "echo x"}, {stdout = "null"}).stdout)
+        -- a child that stops reading: no SIGPIPE kills us, the run ends
+        print(proc.run({"head", "-c", "1"}, {stdin = ("y"):rep(1000000), stdout = "null"}).status)
+      ]], { d })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal(table.concat({ "true", "[1][][]", "", "[][2][home]", "", d, "", "true", "x\ny",
+                                      "", "nil", "0", "" }, "\n"), r.stdout)
+    end)
+
+    it("captures 10 MB on stdout and 10 MB on stderr at once, without deadlock", function()
+      local r = lua([[
+        local r = proc.run({"sh", "-c", "head -c 10000000 /dev/zero; head -c 10000000 /dev/zero >&2; echo end"},
+                           {stdout = "capture", stderr = "capture"})
+        print(#r.stdout, #r.stderr, r.status)
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("10000004\t10000000\t0\n", r.stdout)
+    end)
+
+    it("stops a child at its timeout: SIGTERM to its group, then SIGKILL after grace", function()
+      local d = H.tmpdir()
+      local r = lua([[
+        local r = proc.run({"sh", "-c", "sleep 30 & echo $! > " .. arg[1] .. "/grandchild; wait"}, {timeout = 0.3})
+        print(r.timed_out, r.signal, r.status)
+        local t0 = os.time()
+        r = proc.run({"sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"}, {timeout = 0.2, grace = 0.3})
+        print(r.timed_out, r.signal)
+        local ok, err = pcall(proc.run, {"sleep", "5"}, {timeout = 0.1, check = true})
+        print(err.kind, err.signal, tostring(err))
+      ]], { d })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\t15\tnil\ntrue\t9\nProcessError\t15\tsleep was killed by SIGTERM (timed out)\n",
+                       r.stdout)
+      assert.is_false(alive(tonumber(H.read(d .. "/grandchild"))))
+    end)
+
+    it("raises OSError for a missing or non-executable command, leaving no zombie", function()
+      local d = H.tmpdir()
+      H.write(d .. "/plain", "echo hi\n")
+      local r = lua([[
+        for _, cmd in ipairs({"no-such-command-here", arg[1] .. "/plain", arg[1]}) do
+          local ok, err = pcall(proc.run, {cmd})
+          print(err.kind, err.errno, err.path == cmd)
+        end
+        local f = io.open("/proc/self/task/" .. PID .. "/children")
+        print("children: [" .. f:read("a") .. "]")
+      ]], { d })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("OSError\t2\ttrue\nOSError\t13\ttrue\nOSError\t13\ttrue\nchildren: []\n", r.stdout)
+    end)
+
+    it("raises ProcessError with check: argv, status, signal, the tail of stderr", function()
+      local r = lua([[
+        local ok, err = pcall(proc.run, {"sh", "-c", "head -c 6000 /dev/zero | tr '\\0' x >&2; echo last >&2; exit 4"},
+                              {check = true, stderr = "capture"})
+        print(err.kind, err.status, err.signal, err.argv[1], #err.stderr, err.stderr:sub(-5), tostring(err))
+        print(pcall(proc.run, {"true"}, {check = true}))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      local first = r.stdout:match("^[^\n]*")
+      assert.are.equal("ProcessError\t4\tnil\tsh\t4096\tlast\n\tsh exited with status 4", first .. "\n" .. r.stdout:match("\n([^\n]*)\n"))
+      assert.matches("\ntrue\ttable: ", r.stdout)
+    end)
+
+    it("starts the child with an empty mask, what was ignored before luaguard, and fds 0-2 only", function()
+      local d = H.tmpdir()
+      local probe = [[grep -E '^Sig(Blk|Ign)' /proc/self/status; ls /proc/self/fd | sort -n | tr '\n' ' ']]
+      -- what a child of this test (no luaguard) ignores
+      local base = H.run({ "sh", "-c", "grep '^SigIgn' /proc/self/status" }).stdout
+      local r = lua([[
+        local held <close> = lock.dir(arg[1])
+        local h <close> = ExitHandler()
+        local extra = io.open(arg[1] .. "/extra", "w")   -- not close-on-exec
+        io.write(proc.run({"sh", "-c", arg[2]}, {stdout = "capture"}).stdout)
+        extra:close()
+      ]], { d, probe })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.matches("SigBlk:%s*0+\n", r.stdout)
+      assert.are.equal(base, r.stdout:match("SigIgn:[^\n]*\n"))
+      -- the shell's own fds, and the one ls opens to list them (3)
+      assert.matches("\n0 1 2 3 $", r.stdout)
+    end)
+
+    it("leaves os.execute and io.popen statuses as they were", function()
+      local r = lua([[
+        proc.run({"true"})
+        local p = proc.spawn({"sleep", "0.1"})
+        print(os.execute("exit 3"))
+        local f = io.popen("exit 5")
+        print(f:close())
+        print(p:wait().status)
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("nil\texit\t3\nnil\texit\t5\n0\n", r.stdout)
+    end)
+  end)
+
+  describe("spawn", function()
+    it("gives a Process: wait with a timeout, kill, pid, tostring", function()
+      local r = lua([[
+        local p = proc.spawn({"/bin/sleep", "5"})
+        print(tostring(p) == ("Process(%d sleep) <running>"):format(p:pid()))
+        print(p:wait(0.05))
+        print(p:kill("TERM"))
+        local res = p:wait()
+        print(res.signal, res.status, tostring(p) == ("Process(%d sleep) <killed SIGTERM>"):format(p:pid()))
+        print(p:kill())
+        local q = proc.spawn({"sh", "-c", "exit 2"})
+        print(q:wait().status, tostring(q):match("<.*>"))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\nnil\ntrue\n15\tnil\ttrue\nfalse\n2\t<exited 2>\n", r.stdout)
+    end)
+
+    it("stops and reaps a running child at <close>, SIGKILL after grace for one that ignores SIGTERM", function()
+      local d = H.tmpdir()
+      local r = lua([[
+        do
+          local p <close> = proc.spawn({"sh", "-c", "trap '' TERM; echo $$ > " .. arg[1] .. "/pid; sleep 30 & echo $! >> " .. arg[1] .. "/pid; wait"}, {grace = 0.2})
+          while not exists(arg[1] .. "/pid") do os.execute("sleep 0.01") end
+          os.execute("sleep 0.05")
+        end
+        print("closed")
+      ]], { d })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("closed\n", r.stdout)
+      for pid in H.read(d .. "/pid"):gmatch("%d+") do
+        assert.is_false(alive(tonumber(pid)), "process " .. pid .. " left running")
+      end
+    end)
+
+    it("puts a child in a group of its own, or in ours with terminal = true", function()
+      local r = lua([[
+        local function pgrp(pid) return io.open("/proc/" .. pid .. "/stat"):read("a"):match("^%d+ %b() %S+ %d+ (%d+)") end
+        local a = proc.spawn({"sleep", "5"})
+        local b = proc.spawn({"sleep", "5"}, {terminal = true})
+        print(pgrp(a:pid()) == tostring(a:pid()), pgrp(b:pid()) == pgrp(PID))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\ttrue\n", r.stdout)
+    end)
+  end)
+
+  describe("under a guard", function()
+    for _, sig in ipairs({ "TERM", "INT", "HUP", "QUIT", "XCPU", "XFSZ" }) do
+      it(("forwards SIG%s once to the running child, runs cleanups after it exited, dies by it"):format(sig), function()
+        local d = H.tmpdir()
+        local job = H.spawn_script(H.prelude .. [[
+          local h <close> = ExitHandler(function()
+            local f = io.open(arg[1] .. "/log", "a") f:write("cleanup\n") f:close()
+          end)
+          proc.run({"sh", "-c", arg[3], "trapper", arg[1] .. "/log", arg[1] .. "/ready"})
+        ]], { d, "", TRAPPER })
+        local child = tonumber(H.wait_for(d .. "/ready"))
+        local pid = job:pid()
+        H.kill(pid, sig)
+        local status = job:wait(20)
+        local signum = { TERM = 15, INT = 2, HUP = 1, QUIT = 3, XCPU = 24, XFSZ = 25 }
+        assert.are.equal(128 + signum[sig], status, job:stderr())
+        assert.are.equal(("got %s\nchild-exit\ncleanup\n"):format(sig), H.read(d .. "/log"))
+        assert.is_false(alive(child))
+      end)
+    end
+
+    it("keeps the lock held while the stopped block's child still runs", function()
+      local d = H.tmpdir()
+      local w = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        local l <close> = lock.dir(arg[1])
+        proc.run({"sh", "-c", "trap 'sleep 1; exit 0' TERM; echo > " .. arg[2] .. "/ready; while :; do sleep 0.05; done"})
+      ]], { d, w })
+      H.wait_for(w .. "/ready")
+      H.kill(job:pid(), "TERM")
+      H.sleep(0.3)    -- the child is in its trap, sleeping its second away
+      local probe = lua("local ok, err = pcall(lock.dir, arg[1]) print(ok, err.kind)", { d })
+      assert.are.equal("false\tLockError\n", probe.stdout, probe.stderr)
+      assert.are.equal(143, job:wait(20))
+      local after = lua("local l = lock.dir(arg[1]) print(l:is_locked())", { d })
+      assert.are.equal("true\n", after.stdout, after.stderr)
+    end)
+
+    it("SIGKILLs a child that ignores the signal after grace, its own children too", function()
+      local d = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        local h <close> = ExitHandler(function() io.open(arg[1] .. "/cleanup", "w"):close() end)
+        proc.run({"sh", "-c", "trap '' TERM; sleep 100 & echo $! > " .. arg[1] .. "/kids; sleep 100 & echo $! >> " ..
+                  arg[1] .. "/kids; echo $$ > " .. arg[1] .. "/ready; wait"}, {grace = 0.3})
+      ]], { d })
+      local child = tonumber(H.wait_for(d .. "/ready"))
+      H.kill(job:pid(), "TERM")
+      assert.are.equal(143, job:wait(20), job:stderr())
+      assert.is_true(H.exists(d .. "/cleanup"))
+      assert.is_false(alive(child))
+      for pid in H.read(d .. "/kids"):gmatch("%d+") do assert.is_false(alive(tonumber(pid))) end
+    end)
+
+    it("lets a child started by a cleanup finish, a second signal meanwhile deferred", function()
+      local d = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        local h <close> = ExitHandler(function()
+          ready(arg[1] .. "/cleaning")
+          local r = proc.run({"sh", "-c", "sleep 0.4; echo finished"}, {stdout = "capture"})
+          io.open(arg[1] .. "/log", "w"):write(r.stdout, r.status):close()
+        end)
+        ready(arg[1] .. "/ready")
+        while true do end
+      ]], { d })
+      local pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
+      H.kill(pid, "TERM")
+      H.wait_for(d .. "/cleaning")
+      H.kill(pid, "TERM")
+      assert.are.equal(143, job:wait(20), job:stderr())
+      assert.are.equal("finished\n0", H.read(d .. "/log"))
+    end)
+
+    it("stops a child from the host frame too, with no handler armed", function()
+      local d = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        proc.run({"sh", "-c", arg[2], "trapper", arg[1] .. "/log", arg[1] .. "/ready"})
+      ]], { d, TRAPPER })
+      local child = tonumber(H.wait_for(d .. "/ready"))
+      H.kill(job:pid(), "TERM")
+      assert.are.equal(143, job:wait(20), job:stderr())
+      assert.are.equal("got TERM\nchild-exit\n", H.read(d .. "/log"))
+      assert.is_false(alive(child))
+    end)
+
+    it("stops a spawned child left running when the script calls os.exit", function()
+      local d = H.tmpdir()
+      local r = lua([[
+        local p = proc.spawn({"sh", "-c", arg[2], "trapper", arg[1] .. "/log", arg[1] .. "/ready"})
+        while not exists(arg[1] .. "/ready") do os.execute("sleep 0.01") end
+        os.exit(3)
+      ]], { d, TRAPPER })
+      assert.are.equal(3, r.status, r.stderr)
+      assert.are.equal("got TERM\nchild-exit\n", H.read(d .. "/log"))
+      assert.is_false(alive(tonumber(H.read(d .. "/ready"))))
+    end)
+
+    it("works in module mode under stock lua5.4 the same way", function()
+      local d = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        local g = require "luaguard"
+        local h <close> = g.ExitHandler(function()
+          local f = io.open(arg[1] .. "/log", "a") f:write("cleanup\n") f:close()
+        end)
+        g.proc.run({"sh", "-c", arg[2], "trapper", arg[1] .. "/log", arg[1] .. "/ready"})
+      ]], { d, TRAPPER }, { interpreter = H.lua, env = H.module_env })
+      local child = tonumber(H.wait_for(d .. "/ready"))
+      H.kill(job:pid(), "TERM")
+      assert.are.equal(143, job:wait(20), job:stderr())
+      assert.are.equal("got TERM\nchild-exit\ncleanup\n", H.read(d .. "/log"))
+      assert.is_false(alive(child))
+    end)
+  end)
+end)
