@@ -71,6 +71,7 @@ local function embed(src, dst, symbol)
   output:close()
 end
 embed("lua/luaguard/init.lua", BUILD .. "/gen/lg_embedded.c", "lg_embedded_init_lua")
+embed("lua/luaguard/lock_command.lua", BUILD .. "/gen/lg_embedded_lock.c", "lg_embedded_lock_command")
 
 local LUA_INCLUDE = "/usr/include/lua5.4"
 local WARNINGS = "-std=c99 -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes "
@@ -148,7 +149,9 @@ project "luaguard_core_module"
 project "luaguard"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
-  files { "src/host/luaguard.c" }
+  -- luaguard-lock (build/bin/luaguard-lock, a link made by scripts/build) is
+  -- this program too: its script is compiled in
+  files { "src/host/luaguard.c", BUILD .. "/gen/lg_embedded_lock.c" }
   links { "luaguard_static", "lua5.4", "readline", "m", "dl" }
   linkoptions { "-Wl,-E" }
 

@@ -108,6 +108,10 @@ describe("the LuaLS annotations (lua/luaguard/meta.lua)", function()
       local h = g.ErrorHandler()
       for k in pairs(getmetatable(h).__index) do names[#names + 1] = "Handler:" .. k end
       h:close()
+      for k in pairs(g.proc) do names[#names + 1] = "proc." .. k end
+      local p = g.proc.spawn({"true"})
+      for k in pairs(getmetatable(p).__index) do names[#names + 1] = "Process:" .. k end
+      p:wait()
       table.sort(names)
       print(table.concat(names, "\n"))
     ]] })
@@ -119,7 +123,8 @@ describe("the LuaLS annotations (lua/luaguard/meta.lua)", function()
     end
     assert.is_true(n >= 10)
     for _, class in ipairs({ "luaguard.LockFile", "luaguard.ErrorHandler", "luaguard.ExitHandler",
-                             "luaguard.SignalExit", "luaguard.LockError", "luaguard.OSError" }) do
+                             "luaguard.SignalExit", "luaguard.LockError", "luaguard.OSError",
+                             "luaguard.Process", "luaguard.ProcessError" }) do
       assert.is_truthy(meta:find("---@class " .. class, 1, true), class .. " has no class")
     end
   end)

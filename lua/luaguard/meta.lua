@@ -72,7 +72,7 @@ function Handler:received() end
 
 ---Errors are tables with a `kind`; `tostring` gives the message.
 ---@class luaguard.Error
----@field kind "LockError"|"OSError"|"SignalExit"
+---@field kind "LockError"|"OSError"|"SignalExit"|"ProcessError"
 ---@field message string
 
 ---The lock is held elsewhere (another process, or another LockFile).
@@ -96,6 +96,75 @@ function Handler:received() end
 ---@field signal integer
 ---@field name string
 
+---A command ended badly under `opts.check`: a non-zero status or a signal.
+---@class luaguard.ProcessError: luaguard.Error
+---@field kind "ProcessError"
+---@field argv string[]
+---@field status? integer The exit status, when it exited.
+---@field signal? integer The signal that killed it.
+---@field stderr? string The last 4 KiB of its stderr, when captured.
+
+---@class luaguard.ProcOptions
+---@field cwd? string The directory to run in.
+---@field env? table<string, string> Replaces the environment.
+---@field env_add? table<string, string> Added to the environment (after `env`).
+---@field stdin? string A string to feed, `"null"`, or `"inherit"` (default).
+---@field stdout? "inherit"|"capture"|"null"
+---@field stderr? "inherit"|"capture"|"null"|"stdout" `"stdout"` merges it into stdout.
+---@field timeout? number proc.run only: seconds, then SIGTERM to its group, `grace`, SIGKILL.
+---@field grace? number Seconds between a stop's signal and SIGKILL (default 10).
+---@field check? boolean Raise a ProcessError for a non-zero status or a death by signal.
+---@field terminal? boolean Run in luaguard's process group (an interactive command).
+
+---What a finished command gives.
+---@class luaguard.ProcResult
+---@field status? integer The exit status, when it exited.
+---@field signal? integer The signal that killed it.
+---@field stdout? string Captured stdout.
+---@field stderr? string Captured stderr.
+---@field timed_out boolean
+---@field pid integer
+
+---A started command. `tostring` gives `Process(<pid> <name>) <running>`,
+---`<exited N>` or `<killed SIGNAME>`; `<close>` and collection stop (SIGTERM to
+---its group, `grace`, SIGKILL) and reap it if it still runs.
+---@class luaguard.Process
+---@operator close: nil
+local Process = {}
+
+---Wait for it to end (feeding stdin, reading captured output): its result, or
+---nil when `timeout` seconds passed first. A handled signal stops it (and raises).
+---@param timeout? number
+---@return luaguard.ProcResult?
+function Process:wait(timeout) end
+
+---Send `sig` (a number or a name, "TERM" by default) to its process group.
+---@param sig? integer|string
+---@return boolean sent false when it had already exited
+function Process:kill(sig) end
+
+---@return integer
+function Process:pid() end
+
+---@class luaguard.proc
+local proc = {}
+
+---Run argv (a table of strings, no shell; PATH searched) to its end. When a
+---handled signal stops the guarded block, the child gets it once, `grace`,
+---then SIGKILL, before any cleanup runs.
+---@param argv string[]
+---@param opts? luaguard.ProcOptions
+---@return luaguard.ProcResult
+---@throws luaguard.OSError|luaguard.ProcessError|luaguard.SignalExit
+function proc.run(argv, opts) end
+
+---Start argv (a table of strings, no shell) and return at once.
+---@param argv string[]
+---@param opts? luaguard.ProcOptions
+---@return luaguard.Process
+---@throws luaguard.OSError
+function proc.spawn(argv, opts) end
+
 ---@class luaguard.lock
 local lock = {}
 
@@ -114,6 +183,7 @@ function lock.LockFile(path, opts) end
 ---@class luaguard
 ---@field _VERSION string "luaguard X.Y.Z"
 ---@field lock luaguard.lock
+---@field proc luaguard.proc
 local luaguard = {}
 
 ---An armed handler whose cleanups run when it is closed by an error or signal.
@@ -132,5 +202,6 @@ function luaguard.ExitHandler(fn, ...) end
 lock = luaguard.lock
 ErrorHandler = luaguard.ErrorHandler
 ExitHandler = luaguard.ExitHandler
+proc = luaguard.proc
 
 return luaguard

@@ -258,11 +258,18 @@ static void wait_gone(lg_child **cs, int n, double until) {
   }
 }
 
+/* A child in our process group (terminal) gets the terminal's SIGINT and
+** SIGQUIT itself, with us: a forwarded copy would be a second one. */
+static int terminal_sent(const lg_child *c, int sig) {
+  return !c->own_group && (sig == SIGINT || sig == SIGQUIT);
+}
+
 /* One stop for cs: sig once each, one grace, SIGKILL, reap. */
 static void stop_all(lg_child **cs, int n, int sig, double grace) {
   int i;
   for (i = 0; i < n; i++) {
-    if (!cs[i]->signalled && !gone(cs[i])) lg_child_signal(cs[i], sig);
+    if (!cs[i]->signalled && !gone(cs[i]) && !terminal_sent(cs[i], sig))
+      lg_child_signal(cs[i], sig);
     cs[i]->signalled = 1;
   }
   wait_gone(cs, n, now_seconds() + grace);

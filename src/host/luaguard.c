@@ -7,6 +7,10 @@
 ** and signals: a handled signal stops the script with a SignalExit, its
 ** pending <close> variables close (locks released, cleanups run), the state
 ** is closed and stdio flushed, and the process dies by that same signal.
+**
+** Called as luaguard-lock (a link to it), it runs that command instead: a
+** Lua script compiled in (lua/luaguard/lock_command.lua), same state, same
+** guard.
 */
 #include <errno.h>
 #include <signal.h>
@@ -27,6 +31,9 @@
 #define PROMPT "> "
 #define PROMPT2 ">> "
 #define EOF_MARK "<eof>"
+
+extern const unsigned char lg_embedded_lock_command[];
+extern const size_t lg_embedded_lock_command_size;
 
 static const char *progname = "luaguard";
 static int interactive;           /* in the REPL: SIGINT works as in lua.c */
@@ -450,12 +457,32 @@ static void do_repl(lua_State *L) {
 }
 
 
+/* luaguard-lock: its script (compiled in) with arg[0] the command's name. */
+static int lock_command_main(lua_State *L, int argc, char **argv) {
+  int status;
+  luaL_openlibs(L);
+  luaguard_open_globals(L);
+  create_arg_table(L, argv, argc, 0);
+  status = luaL_loadbufferx(L, (const char *)lg_embedded_lock_command,
+                            lg_embedded_lock_command_size, "=luaguard-lock", "t");
+  if (status == LUA_OK) status = docall(L, pushargs(L), 0);
+  lua_pushboolean(L, report(L, status) == LUA_OK);
+  return 1;
+}
+
+static int called_as(const char *argv0, const char *name) {
+  const char *base = argv0 != NULL ? strrchr(argv0, '/') : NULL;
+  return argv0 != NULL && strcmp(base != NULL ? base + 1 : argv0, name) == 0;
+}
+
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
   char **argv = (char **)lua_touserdata(L, 2);
   int script;
-  int args = collect_args(argv, &script);
+  int args;
   luaL_checkversion(L);
+  if (called_as(argv[0], "luaguard-lock")) return lock_command_main(L, argc, argv);
+  args = collect_args(argv, &script);
   if (argv[0] && argv[0][0]) progname = argv[0];
   if (args & HAS_HELP) {
     print_usage(NULL);

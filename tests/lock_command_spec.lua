@@ -1,0 +1,125 @@
+-- luaguard-lock (SPEC section 4a): flock(1)'s shape on certbot's fcntl lock,
+-- against Debian's python3-certbot holding lock_dir, both ways; -w, -E, -q,
+-- the command's status passed through, a forwarded SIGTERM.
+local H = require "tests.helpers"
+
+local LOCK = H.bin .. "/luaguard-lock"
+
+-- certbot's own lock_dir in a Python process, held until 'stop' appears.
+local function certbot_holds(dir)
+  local d = H.tmpdir()
+  local job = H.spawn({ H.python, "-c", [[
+import os, sys, time
+from certbot._internal import lock
+l = lock.lock_dir(sys.argv[1])
+with open(sys.argv[2] + ".tmp", "w") as f: f.write("%d\n" % os.getpid())
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while not os.path.exists(sys.argv[3]): time.sleep(0.01)
+l.release()
+]], dir, d .. "/ready", d .. "/stop" })
+  job.pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
+  job.stop_file = d .. "/stop"
+  function job:stop() H.write(d .. "/stop", "") return self:wait() end
+  return job
+end
+
+describe("luaguard-lock", function()
+  teardown(H.cleanup_tmp)
+
+  it("runs the command holding DIR/.certbot.lock and passes its status through", function()
+    local d = H.tmpdir()
+    local r = H.run({ LOCK, d, "--", "sh", "-c", "test -e \"$1/.certbot.lock\" && echo held; exit 4", "sh", d })
+    assert.are.equal(4, r.status, r.stderr)
+    assert.are.equal("held\n", r.stdout)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+    r = H.run({ LOCK, d, "sh", "-c", "kill -USR1 $$" })   -- "--" is optional
+    assert.are.equal(128 + 10, r.status, r.stderr)
+  end)
+
+  it("excludes certbot's lock_dir: -w 0 fails at once with CODE (-E), -w waits", function()
+    local d = H.tmpdir()
+    local certbot = certbot_holds(d)
+    local r = H.run({ LOCK, "-w", "0", d, "--", "echo", "ran" })
+    assert.are.equal(1, r.status)
+    assert.are.equal("", r.stdout)
+    assert.matches("another instance is running %(held by process " .. certbot.pid .. "; waited", r.stderr)
+    r = H.run({ LOCK, "-w", "0.3", "-E", "9", "-q", d, "--", "echo", "ran" })
+    assert.are.equal(9, r.status)
+    assert.are.equal("", r.stderr)
+    -- released while a waiter waits: the command runs then
+    os.execute(("(sleep 0.5; touch %s) &"):format(H.quote(certbot.stop_file)))
+    r = H.run({ LOCK, "-w", "20", d, "--", "echo", "ran" })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("ran\n", r.stdout)
+    assert.are.equal(0, certbot:wait(10))
+  end)
+
+  it("is excluded by certbot the other way round", function()
+    local d = H.tmpdir()
+    local r = H.run({ LOCK, d, "--", H.python, "-c", [[
+import sys
+from certbot import errors
+from certbot._internal import lock
+try:
+    lock.lock_dir(sys.argv[1])
+    print("certbot got it")
+except errors.LockError:
+    print("certbot refused")
+]], d })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("certbot refused\n", r.stdout)
+  end)
+
+  it("forwards SIGTERM once to the command and keeps the lock until it exited", function()
+    local d = H.tmpdir()
+    local job = H.spawn({ LOCK, d, "--", "sh", "-c",
+      "trap 'echo got TERM >> \"$1/log\"; sleep 0.3; echo exit >> \"$1/log\"; exit 0' TERM; " ..
+      "echo $$ > \"$1/ready\"; while :; do sleep 0.05; done", "sh", d })
+    H.wait_for(d .. "/ready")
+    H.kill(job:pid(), "TERM")
+    H.sleep(0.15)
+    local probe = H.run({ LOCK, "-w", "0", "-q", d, "--", "true" })
+    assert.are.equal(1, probe.status)
+    assert.are.equal(143, job:wait(20), job:stderr())
+    assert.are.equal("got TERM\nexit\n", H.read(d .. "/log"))
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
+  it("says once at a terminal who holds the lock, and nothing with -q", function()
+    local d = H.tmpdir()
+    local certbot = certbot_holds(d)
+    os.execute(("(sleep 1.6; touch %s) &"):format(H.quote(certbot.stop_file)))
+    -- script(1) gives the command a terminal
+    local r = H.run({ "script", "-qec", ("%s -w 20 %s -- true"):format(LOCK, d), "/dev/null" })
+    assert.are.equal(0, r.status, r.stderr)
+    local _, n = r.stdout:gsub("waiting for " .. d:gsub("%p", "%%%0") .. "/%.certbot%.lock %(held by pid " ..
+                               certbot.pid .. "%)", "")
+    assert.are.equal(1, n, r.stdout)
+    assert.are.equal(0, certbot:wait(10))
+    certbot = certbot_holds(d)
+    os.execute(("(sleep 1.3; touch %s) &"):format(H.quote(certbot.stop_file)))
+    r = H.run({ "script", "-qec", ("%s -q -w 20 %s -- true"):format(LOCK, d), "/dev/null" })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("", r.stdout)
+    assert.are.equal(0, certbot:wait(10))
+  end)
+
+  it("explains usage errors (64), a missing command (127) and a missing directory (71)", function()
+    local d = H.tmpdir()
+    local r = H.run({ LOCK, "-x", d, "true" })
+    assert.are.equal(64, r.status)
+    assert.matches("unknown option %-x", r.stderr)
+    assert.are.equal(64, H.run({ LOCK, "-w", "soon", d, "true" }).status)
+    assert.are.equal(64, H.run({ LOCK, d }).status)
+    r = H.run({ LOCK, d, "--", "no-such-command-here" })
+    assert.are.equal(127, r.status)
+    assert.matches("no%-such%-command%-here: command not found", r.stderr)
+    r = H.run({ LOCK, d .. "/missing", "--", "true" })
+    assert.are.equal(71, r.status)
+    assert.matches("No such file or directory", r.stderr)
+    r = H.run({ LOCK, "--help" })
+    assert.are.equal(0, r.status)
+    assert.matches("^usage: luaguard%-lock", r.stdout)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+end)
