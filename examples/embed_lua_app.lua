@@ -19,7 +19,7 @@ local dir = arg[1]
 if not dir then
   dir = os.tmpname()
   os.remove(dir)
-  assert(os.execute("mkdir " .. dir))
+  luaguard.proc.run({ "mkdir", dir }, { check = true })
 end
 
 local report = dir .. "/report.txt"

@@ -4,9 +4,11 @@ oneoff.lua — operator one-off automation: change a setting in every *.conf
 file under a tree, under the tree's lock, and roll every change back if the
 run fails or is stopped (Ctrl-C, SIGTERM, a hangup).
 
-  luaguard examples/oneoff.lua [TREE [OLD NEW]]
+  luaguard examples/oneoff.lua [TREE [OLD NEW [CHECK_COMMAND [ARG...]]]]
 
-Walks TREE with LuaFileSystem and replaces OLD by NEW in each *.conf file.
+Walks TREE with LuaFileSystem and replaces OLD by NEW in each *.conf file,
+then runs CHECK_COMMAND (say `nginx -t`; run by proc.run, without a shell):
+if it fails, every change is rolled back.
 Each file's original text is registered with an ErrorHandler before the file
 is touched, so a failure or signal restores all of them, last changed first;
 the process then ends by that signal (a shell sees 130 after Ctrl-C). With no
@@ -16,6 +18,7 @@ TREE it builds a demo tree under $TMPDIR; OLD and NEW default to
 local lfs = require "lfs"
 
 local tree, old, new = arg[1], arg[2] or "listen 80", arg[3] or "listen 8080"
+local check = #arg >= 4 and table.move(arg, 4, #arg, 1, {}) or nil
 
 local function read(path)
   local f = assert(io.open(path, "rb"))
@@ -77,3 +80,7 @@ for _, path in ipairs(conf_files(tree)) do
   end
 end
 print(("%d file(s) changed"):format(changed))
+if check then                          -- a failing check is an error: all rolled back
+  proc.run(check, { check = true })
+  print("check passed: " .. table.concat(check, " "))
+end

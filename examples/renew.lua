@@ -2,18 +2,20 @@
 --[==[
 renew.lua — a certificate-renewal workflow in the shape certbot users know.
 
-  luaguard examples/renew.lua [CONFIG_DIR [RELOAD_COMMAND]]
+  luaguard examples/renew.lua [CONFIG_DIR [RELOAD_COMMAND [ARG...]]]
 
 Locks CONFIG_DIR (lock.dir: the same file certbot locks), backs up the live
 certificate, stages the new one, swaps it in and reloads the service. Any
 failure or termination signal restores the backup (ErrorHandler); temporary
 files go in every case (ExitHandler). With no CONFIG_DIR it builds a demo tree
-under $TMPDIR first; RELOAD_COMMAND defaults to the harmless `true`.
+under $TMPDIR first; RELOAD_COMMAND (run without a shell, by proc.run)
+defaults to the harmless `true`. A signal that arrives while the reload runs
+reaches the reload too, and the backup is restored only once it has exited.
 ]==]
 local lfs = require "lfs"
 
 local config = arg[1]
-local reload = arg[2] or "true"
+local reload = #arg >= 2 and table.move(arg, 2, #arg, 1, {}) or { "true" }
 
 local function write(path, text)
   local f = assert(io.open(path, "w"))
@@ -65,9 +67,10 @@ if os.getenv("RENEW_PAUSE") then         -- lets a test signal us mid-deploy
   io.read("l")
 end
 
-local ok, how, code = os.execute(reload)
-if not ok then
-  error(("reload command %q failed (%s %s)"):format(reload, how, code), 0)
+local r = proc.run(reload)
+if r.status ~= 0 then
+  error(("reload command %q failed (%s)"):format(table.concat(reload, " "),
+        r.signal and ("signal " .. r.signal) or ("exit " .. tostring(r.status))), 0)
 end
 os.remove(backup)
 print("reloaded; renewal done")

@@ -59,6 +59,27 @@ describe("examples/renew.lua", function()
     assert.is_false(H.exists(d .. "/.certbot.lock"))
   end)
 
+  it("runs a reload command given as words, without a shell", function()
+    local d = tree()
+    local r = H.run({ H.host, script, d, "sh", "-c", "echo \"reloading $0\"", "nginx" })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("reloading nginx\nreloaded; renewal done", r.stdout)
+  end)
+
+  it("forwards SIGTERM to a reload in progress and restores the backup only once it exited", function()
+    local d = tree()
+    local job = H.spawn({ H.host, script, d, "sh", "-c",
+      "trap 'sleep 0.3; echo reload-exit >> \"$0/log\"; exit 0' TERM; echo > \"$0/reloading\"; " ..
+      "while :; do sleep 0.05; done", d })
+    H.wait_for(d .. "/reloading")
+    H.kill(job:pid(), "TERM")
+    assert.are.equal(128 + 15, job:wait(20), job:stderr())
+    assert.are.equal("reload-exit\n", H.read(d .. "/log"))
+    assert.matches("restored the previous certificate", job:stdout())
+    assert.are.equal("OLD\n", H.read(d .. "/live/cert.pem"))
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
   it("refuses to run while certbot's lock on the directory is held", function()
     local d = tree()
     local holder = H.spawn_script(H.prelude .. "local l = lock.dir(arg[1]); ready(arg[2]); wait_for(arg[3])",
@@ -103,6 +124,20 @@ describe("examples/oneoff.lua", function()
     end
     assert.are.equal("listen 80;\n", H.read(d .. "/a/notes.txt"))
     assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
+  it("rolls every change back when the check command fails", function()
+    local d = tree()
+    local r = H.run({ H.host, script, d, "listen 80", "listen 8080", "sh", "-c", "echo bad config >&2; exit 1" })
+    assert.are.equal(1, r.status)
+    assert.matches("sh exited with status 1", r.stderr)
+    assert.matches("bad config", r.stderr)
+    for _, site in ipairs({ "a", "b", "c" }) do
+      assert.are.equal("listen 80;\n", H.read(d .. "/" .. site .. "/site.conf"))
+    end
+    r = H.run({ H.host, script, d, "listen 80", "listen 8080", "true" })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("check passed: true", r.stdout)
   end)
 
   it("rolls every change back on Ctrl-C mid-run and dies by SIGINT (130)", function()
@@ -219,10 +254,10 @@ describe("examples/systemd units", function()
       argv[#argv + 1] = word:gsub("%z", " ")
     end
     assert.are.equal(H.host, argv[1])
-    argv[3] = config
-    -- the reload is still running at stop: os.execute's system() waits for
-    -- it to finish (glibc retries the wait), then the script stops
-    argv[4] = "sleep 1"
+    assert.are.same({ "systemctl", "reload", "nginx" }, { argv[4], argv[5], argv[6] })
+    -- the reload is still running at stop: it gets the SIGTERM too (it is in
+    -- a process group of its own), and the rollback waits for it to exit
+    argv = { argv[1], argv[2], config, "sleep", "30" }
     local job = H.spawn(argv)
     local deadline = os.time() + 10
     while not (H.read(config .. "/live/cert.pem") or ""):find("NEW") and os.time() < deadline do
