@@ -17,8 +17,11 @@
 #include "lg_child.h"
 #include "lg_pid.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -213,10 +216,45 @@ int lg_child_signal(lg_child *c, int sig) {
   return kill(c->pid, sig);
 }
 
+/*
+** Whether a process of group pgid runs. kill(-pgid, 0) also counts zombies:
+** a grandchild SIGKILLed after its parent (our child) exited belongs to init
+** now, which reaps it when it will (seen here: seconds). So when kill says
+** yes, /proc says whether any member is more than a zombie.
+*/
+static int group_runs(pid_t pgid) {
+  DIR *d;
+  struct dirent *e;
+  int runs = 0;
+  if (kill(-pgid, 0) != 0 && errno != EPERM) return 0;
+  if ((d = opendir("/proc")) == NULL) return 1;
+  while (!runs && (e = readdir(d)) != NULL) {
+    char path[300], stat[512];
+    const char *after;
+    char state;
+    long pgrp;
+    FILE *f;
+    size_t n;
+    if (!isdigit((unsigned char)e->d_name[0])) continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    if ((f = fopen(path, "re")) == NULL) continue;
+    n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    after = strrchr(stat, ')');   /* the name may hold spaces and parentheses */
+    if (after != NULL && sscanf(after + 1, " %c %*d %ld", &state, &pgrp) == 2 &&
+        pgrp == (long)pgid && state != 'Z' && state != 'X')
+      runs = 1;
+  }
+  closedir(d);
+  return runs;
+}
+
 int lg_child_group_alive(const lg_child *c) {
   if (c->pid <= 0 || c->owner != lg_pid()) return 0;
   if (!c->own_group) return !c->reaped;
-  return kill(-c->pid, 0) == 0 || errno == EPERM;
+  if (!c->reaped) return 1;
+  return group_runs(c->pid);
 }
 
 /* Gone: reaped, and nothing left of its group. */
