@@ -37,7 +37,7 @@ local function note(text) local f = io.open(log, "a") f:write(text, "\n") f:clos
 local h <close> = ExitHandler(function() note("cleanup") end)
 local companion <close> = proc.spawn({ "sh", "-c", child, "child", log, "30" }, { grace = 0.2 })
 for i = 1, n do
-  proc.run({ "sh", "-c", child, "child", log, string.format("%.3f", 0.01 + (i % 5) * 0.02) }, { grace = 0.2 })
+  proc.run({ "sh", "-c", child, "child", log, string.format("%.3f", 0.05 + (i % 5) * 0.05) }, { grace = 0.2 })
 end
 note("body done")
 ]]
