@@ -204,6 +204,11 @@ project "bench_lock_floor"
   targetdir (BUILD .. "/bin")
   files { "tests/bench/lock_floor.c" }
 
+project "bench_spawn_floor"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/bench/spawn_floor.c" }
+
 project "bench_signal_latency"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")

@@ -5,6 +5,7 @@
 --   luaguard figures.lua lock DIR N
 --   luaguard figures.lua handler N exit|error
 --   luaguard figures.lua memory handler|lock N [DIR]
+--   luaguard figures.lua spawn proc|execute N   (no figure: timed from outside)
 local mode = arg[1]
 
 local function per_op(n, f)
@@ -52,6 +53,16 @@ elseif mode == "lock" then
 elseif mode == "handler" then
   -- exit (ExitHandler: its cleanup runs at close) or error (ErrorHandler: discarded)
   print(per_op(tonumber(arg[2]), function(n) cycle_handler(n, arg[3]) end))
+elseif mode == "spawn" then
+  -- proc.run({"true"}) or os.execute("true") (a shell, then true), N times
+  local n = tonumber(arg[3])
+  if arg[2] == "proc" then
+    local argv = { "true" }
+    for _ = 1, n do assert(proc.run(argv).status == 0) end
+  else
+    local command = arg[2] == "execute_path" and "/bin/true" or "true"
+    for _ = 1, n do assert(os.execute(command)) end
+  end
 elseif mode == "memory" then
   local n = tonumber(arg[3])
   local work = arg[2] == "lock" and function(count) cycle_lock(arg[4], count) end or cycle_handler

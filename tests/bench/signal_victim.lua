@@ -1,7 +1,9 @@
 -- tests/bench/signal_victim.lua — run by bench_signal_latency through the host:
 -- an ExitHandler whose cleanup says "c" on stdout at once; "r" once armed;
--- then a body in Lua code (lua), blocked reading a silent stdin (read), or
--- blocked waiting for a lock another process holds (lock).
+-- then a body in Lua code (lua), blocked reading a silent stdin (read),
+-- blocked waiting for a lock another process holds (lock), or waiting in
+-- proc.run for a child that exits on SIGTERM (child: the figure then includes
+-- forwarding the signal, the child's exit and its reaping).
 local h <close> = ExitHandler()
 local lock_dir
 if arg[1] == "lock" then
@@ -32,6 +34,9 @@ io.stdout:write("r\n")
 io.stdout:flush()
 if arg[1] == "read" then
   while true do io.read("l") end
+elseif arg[1] == "child" then
+  proc.run({ "sleep", "1000" })
+  error("the child ended without the signal")
 elseif arg[1] == "lock" then
   lock.dir(lock_dir, { timeout = math.huge })
   error("the lock wait ended without the signal")
