@@ -50,6 +50,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -97,6 +98,8 @@ static pid_t kick_timer_tid;                     /* the thread it kicks */
 static volatile sig_atomic_t kick_active;
 static volatile sig_atomic_t kick_delay_ns;
 static volatile sig_atomic_t kick_used;          /* since install */
+static int kick_kept;         /* a signal left with on_kick at uninstall (see there) */
+static int kick_handlers;     /* on_kick calls running, on any thread (atomic) */
 
 static void on_signal(int sig);
 
@@ -189,12 +192,14 @@ static void kick_arm(long ns) {
 static void on_kick(int sig) {
   int saved_errno = errno;
   (void)sig;
+  __atomic_add_fetch(&kick_handlers, 1, __ATOMIC_SEQ_CST);   /* lock-free */
   if (kick_active) {
     long next = (long)kick_delay_ns * 2;
     if (next > KICK_MAX_NS) next = KICK_MAX_NS;
     kick_delay_ns = (sig_atomic_t)next;
     kick_arm(next);
   }
+  __atomic_sub_fetch(&kick_handlers, 1, __ATOMIC_SEQ_CST);
   errno = saved_errno;
 }
 
@@ -266,7 +271,15 @@ static void kick_install(void) {
   sa.sa_handler = on_kick;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;          /* no SA_RESTART: interrupting is its job */
-  for (sig = SIGRTMAX; sig >= SIGRTMIN; sig--) {
+  if (kick_kept != 0) {     /* still ours (kick_saved still what it replaced)? */
+    struct sigaction now;
+    sig = kick_kept;
+    kick_kept = 0;
+    if (sigaction(sig, NULL, &now) == 0 && now.sa_handler == on_kick &&
+        !(now.sa_flags & SA_SIGINFO))
+      taken = sig;
+  }
+  for (sig = SIGRTMAX; taken == 0 && sig >= SIGRTMIN; sig--) {
     if (sigaction(sig, &sa, &kick_saved) != 0) continue;
     if (kick_saved.sa_handler == SIG_DFL && !(kick_saved.sa_flags & SA_SIGINFO)) {
       taken = sig;
@@ -289,19 +302,51 @@ static int give_back(int sig, const struct sigaction *before, void (*ours)(int))
   return 0;
 }
 
-/* Stop the kick and give its signal back; one still pending (only if the
-** program blocks it) is taken first, or SIG_DFL would end the process. */
+/* Whether sig is pending on thread tid (its own set, SigPnd in /proc): 1, 0,
+** or -1 when it cannot be known. A thread that is gone has nothing pending. */
+static int pending_on_thread(pid_t tid, int sig) {
+  char path[64], line[256];
+  int found = -1;
+  FILE *f;
+  snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
+  if ((f = fopen(path, "re")) == NULL) return errno == ENOENT ? 0 : -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "SigPnd:", 7) == 0) {
+      found = (int)((strtoull(line + 7, NULL, 16) >> (sig - 1)) & 1);
+      break;
+    }
+  fclose(f);
+  return found;
+}
+
+/*
+** Stop the kick and give its signal back; one still pending would meet
+** SIG_DFL and end the process. With several threads, on_kick may be running
+** on the thread the timer aims at, about to arm it again: wait until no
+** on_kick runs, then disarm once more. This thread's pending kick (only if
+** the program blocks it) is taken. One pending on the timer's thread, another
+** one, cannot be taken from here: then the signal keeps our empty handler,
+** and the next install takes it again (kick_kept).
+*/
 static void kick_uninstall(void) {
   int sig = kick_signal;
   if (sig == 0) return;
   kick_signal = 0;          /* first: a signal from now on starts no kick */
   lg_signal_kick_stop();
   if (kick_used) {
+    while (__atomic_load_n(&kick_handlers, __ATOMIC_SEQ_CST) > 0) sched_yield();
+    kick_arm(0);
+  }
+  if (kick_used) {
     sigset_t only;
     struct timespec none = {0, 0};
     sigemptyset(&only);
     sigaddset(&only, sig);
     sigtimedwait(&only, NULL, &none);
+    if (kick_timer_tid != current_tid() && pending_on_thread(kick_timer_tid, sig) != 0) {
+      kick_kept = sig;
+      return;
+    }
   }
   give_back(sig, &kick_saved, on_kick);
 }
