@@ -504,16 +504,38 @@ void lg_guard_close(lua_State *L, lg_guard *g) {
   g->in_flight = 0;
 }
 
+/*
+** A wait in C that a signal cut short (or one that began just after the
+** signal, and was cut short by the kick): what the hook would do at the next
+** instruction (step 3), now. Returns 0 when nothing is to be stopped.
+*/
 int lg_guard_raise_pending(lua_State *L) {
   lg_guard *g = guard_of_thread(L);
+  lg_state *st = g != NULL ? g->state : state_of(L);
   int sig;
-  if (g == NULL || lg_signal_cleaning()) return 0;
-  if (g->in_flight) return raise_stop(L, g, 0);
-  sig = pending_signal(g->state);
+  if (lg_signal_cleaning() || st->closed) return 0;
+  if (g != NULL && g->in_flight) return raise_stop(L, g, 0);
+  sig = pending_signal(st);
   if (sig == 0) return 0;
-  stop_children(g->state, sig);
-  close_abandoned(L, g->state, g);
-  return raise_stop(L, g, sig);
+  stop_children(st, sig);
+  if (g != NULL) {
+    close_abandoned(L, st, g);
+    return raise_stop(L, g, sig);
+  }
+  if (L == st->main) {      /* module mode: the guards sit in coroutines */
+    stop_state(L, st);      /* the last close re-delivers */
+    return 0;
+  }
+  push_signal_exit(L, sig); /* a coroutine with no guard of its own */
+  lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
+  return lua_error(L);
+}
+
+int lg_guard_stop_wanted(lua_State *L) {
+  lg_guard *g = guard_of_thread(L);
+  lg_state *st = g != NULL ? g->state : state_of(L);
+  if (lg_signal_cleaning() || st->closed) return 0;
+  return (g != NULL && g->in_flight) || pending_signal(st) != 0;
 }
 
 int lg_guard_wait_interrupted(unsigned long since) {

@@ -44,9 +44,13 @@ void lg_guard_begin_cleanup(lg_guard *g);
 ** Stack: [-0, +0, m] */
 void lg_guard_close(lua_State *L, lg_guard *g);
 
-/* If a handled signal waits for a guard armed on L, raise its SignalExit
-** now (as the hook would at the next instruction); otherwise return 0. */
+/* If a handled signal asks L's state to stop, do now what the hook would do
+** at the next instruction (children stopped, SignalExit raised); otherwise
+** return 0. For waits in C (a lock, a child), cut short by the signal or the
+** kick. */
 int lg_guard_raise_pending(lua_State *L);
+/* Nonzero when such a stop is pending (a wait in C should end). */
+int lg_guard_stop_wanted(lua_State *L);
 /* Nonzero when a wait started at 'since' (lg_signal_arrivals) should stop. */
 int lg_guard_wait_interrupted(unsigned long since);
 

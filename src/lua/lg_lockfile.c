@@ -86,8 +86,11 @@ typedef struct wait_context {
   int path, waiting;        /* stack indices */
 } wait_context;
 
+/* A signal since the wait began, or one that arrived just before it and asks
+** this state to stop (the kick cut the wait short for it). */
 static int wait_interrupted(void *ud) {
-  return lg_guard_wait_interrupted(((wait_context *)ud)->since);
+  wait_context *c = (wait_context *)ud;
+  return lg_guard_wait_interrupted(c->since) || lg_guard_stop_wanted(c->L);
 }
 
 /* Protected: waiting({path = , pid = , waited = }). stack: fn, path, pid, waited */

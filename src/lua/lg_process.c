@@ -304,7 +304,6 @@ static void feed(Process *p) {
 */
 static int communicate(lua_State *L, Process *p, double until) {
   lg_child *c = &p->child;
-  unsigned long since = lg_signal_arrivals();
   for (;;) {
     struct pollfd fds[4];
     int nfds = 0, i, ms, rc, slot[4];
@@ -340,7 +339,7 @@ static int communicate(lua_State *L, Process *p, double until) {
     if (c->pidfd < 0 && ms > FALLBACK_NAP_MS) ms = FALLBACK_NAP_MS;
     rc = poll(fds, (nfds_t)nfds, ms);
     if (rc < 0 && errno == EINTR) {
-      if (lg_guard_wait_interrupted(since)) lg_guard_raise_pending(L);
+      lg_guard_raise_pending(L);   /* a signal that arrived even before the wait */
       continue;
     }
     for (i = 0; i < nfds && rc > 0; i++) {

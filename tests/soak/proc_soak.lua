@@ -23,10 +23,10 @@ local SIGNALS = { { "TERM", 15 }, { "INT", 2 }, { "HUP", 1 }, { "QUIT", 3 }, { "
 
 local CHILD = [[
 log=$1; dur=$2
-echo "start $$" >> "$log"
 for s in TERM INT HUP QUIT XCPU XFSZ; do
   trap "echo \"got $s $$\" >> '$log'; echo \"exit $$\" >> '$log'; exit 0" $s
 done
+echo "start $$" >> "$log"
 sleep "$dur" & wait $!
 echo "exit $$" >> "$log"
 ]]
@@ -75,7 +75,9 @@ for run = 1, runs do
     print(("# run %d (SIG%s after %.3f s): " .. fmt):format(run, sig[1], delay, ...))
     io.write("#   log: ", (read(log):gsub("\n", " | ")), "\n")
   end
-  local argv = {}
+  -- SIGINT and SIGQUIT at their defaults (a background job starts with them
+  -- ignored, which children inherit: nohup semantics)
+  local argv = { "env", "--default-signal=INT,QUIT" }
   for word in (os.getenv("PROC_SOAK_WRAPPER") or ""):gmatch("%S+") do argv[#argv + 1] = word end
   table.move({ host, victim_path, log, CHILD, "12" }, 1, 5, #argv + 1, argv)
   local p = proc.spawn(argv, { stdout = "null" })
