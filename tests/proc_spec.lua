@@ -186,15 +186,18 @@ describe("proc", function()
     it("stops and reaps a running child at <close>, SIGKILL after grace for one that ignores SIGTERM", function()
       local d = H.tmpdir()
       local r = lua([[
+        local kept
         do
           local p <close> = proc.spawn({"sh", "-c", "trap '' TERM; echo $$ > " .. arg[1] .. "/pid; sleep 30 & echo $! >> " .. arg[1] .. "/pid; wait"}, {grace = 0.2})
+          kept = p
           while not exists(arg[1] .. "/pid") do os.execute("sleep 0.01") end
           os.execute("sleep 0.05")
         end
-        print("closed")
+        print("closed", tostring(kept) == ("Process(%d sh) <killed SIGKILL>"):format(kept:pid()),
+              kept:kill(), kept:wait().signal)
       ]], { d })
       assert.are.equal(0, r.status, r.stderr)
-      assert.are.equal("closed\n", r.stdout)
+      assert.are.equal("closed\ttrue\tfalse\t9\n", r.stdout)
       for pid in H.read(d .. "/pid"):gmatch("%d+") do
         assert.is_false(alive(tonumber(pid)), "process " .. pid .. " left running")
       end

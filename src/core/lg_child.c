@@ -181,6 +181,7 @@ int lg_child_spawn(lg_child *c, char *const argv[], const lg_spawn_options *o) {
     return -1;
   }
   c->pid = pid;
+  c->linked = 1;
   c->owner = lg_pid();
   c->own_group = !o->terminal;
   c->pidfd = open_pidfd(pid);
@@ -210,7 +211,7 @@ int lg_child_try_reap(lg_child *c) {
 }
 
 int lg_child_signal(lg_child *c, int sig) {
-  if (c->pid <= 0 || c->owner != lg_pid()) { errno = ESRCH; return -1; }
+  if (!c->linked || c->owner != lg_pid()) { errno = ESRCH; return -1; }   /* given up: the pid may be another's */
   if (c->own_group) return kill(-c->pid, sig);   /* its group: its own children too */
   if (c->reaped) { errno = ESRCH; return -1; }   /* the pid may be someone else's now */
   return kill(c->pid, sig);
@@ -251,7 +252,7 @@ static int group_runs(pid_t pgid) {
 }
 
 int lg_child_group_alive(const lg_child *c) {
-  if (c->pid <= 0 || c->owner != lg_pid()) return 0;
+  if (!c->linked || c->owner != lg_pid()) return 0;
   if (!c->own_group) return !c->reaped;
   if (!c->reaped) return 1;
   return group_runs(c->pid);
@@ -337,7 +338,7 @@ void lg_child_stop(lg_child *c, int sig) {
 /* Whether c is stopped by lg_children_stop(context): ours, running, not a
 ** cleanup's, not signalled yet. Under list_mutex. */
 static int to_stop(const lg_child *c, const void *context, pid_t me) {
-  if (c->pid <= 0 || c->owner != me || c->signalled) return 0;
+  if (!c->linked || c->owner != me || c->signalled) return 0;
   if (context != NULL && (c->from_cleanup || c->context != context)) return 0;
   return !c->reaped || lg_child_group_alive(c);
 }
@@ -374,6 +375,10 @@ void lg_child_forget(lg_child *c) {
     close(c->pidfd);
     c->pidfd = -1;
   }
-  if (c->pid > 0) unlink_child(c);
-  c->pid = 0;
+  if (c->linked) unlink_child(c);
+  c->linked = 0;
+  if (!c->reaped) {         /* given up: never signalled or waited for again */
+    c->reaped = 1;
+    c->status = -1;
+  }
 }

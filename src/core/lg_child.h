@@ -38,6 +38,7 @@ typedef struct lg_child {
   int reaped;
   int status;                 /* the wait status, once reaped */
   int signalled;              /* a stop was forwarded to it (once) */
+  int linked;                 /* in the process's list (until forgotten) */
   double grace;               /* seconds between a stop's signal and SIGKILL */
   const void *context;        /* its owner (a Lua state); lg_children_stop's key */
   struct lg_child *next, *prev;   /* the process's live children */
@@ -72,7 +73,8 @@ void lg_child_stop(lg_child *c, int sig);
 */
 int lg_children_stop(const void *context, int sig);
 
-/* Close our pipe ends and unlink c (after it was reaped, or to give it up). */
+/* Close our pipe ends and unlink c (after it was reaped, or to give it up:
+** then it counts as reaped; its pid and status stay readable). */
 void lg_child_forget(lg_child *c);
 
 #endif

@@ -462,7 +462,7 @@ static void close_process(Process *p) {
   int i;
   if (p->closed) return;
   p->closed = 1;
-  if (p->child.pid > 0) lg_child_stop(&p->child, SIGTERM);
+  lg_child_stop(&p->child, SIGTERM);
   lg_child_forget(&p->child);
   for (i = 0; i < 3; i++) {
     free(p->buf[i]);
@@ -539,8 +539,7 @@ static int process_wait(lua_State *L) {
     timeout = luaL_checknumber(L, 2);
     luaL_argcheck(L, !isnan(timeout) && timeout >= 0, 2, "a non-negative number of seconds");
   }
-  if (p->closed && p->child.pid <= 0) return luaL_error(L, "the process was closed");
-  if (!communicate(L, p, now_seconds() + timeout)) {
+  if (!p->closed && !communicate(L, p, now_seconds() + timeout)) {
     lua_pushnil(L);
     return 1;
   }
@@ -574,7 +573,7 @@ static int check_signal(lua_State *L, int idx) {
 static int process_kill(lua_State *L) {
   Process *p = toProcess(L, 1);
   int sig = check_signal(L, 2);
-  if (p->child.pid <= 0 || lg_child_try_reap(&p->child)) {
+  if (p->closed || lg_child_try_reap(&p->child)) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -594,7 +593,7 @@ static int process_tostring(lua_State *L) {
   const char *name = push_name(L, 1);
   int st = p->child.status;
   char sigbuf[32];
-  if (p->child.pid > 0) lg_child_try_reap(&p->child);
+  lg_child_try_reap(&p->child);
   if (!p->child.reaped)
     lua_pushfstring(L, "Process(%d %s) <running>", (int)p->child.pid, name);
   else if (st != -1 && WIFEXITED(st))
