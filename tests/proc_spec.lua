@@ -239,15 +239,19 @@ describe("proc", function()
     it("keeps the lock held while the stopped block's child still runs", function()
       local d = H.tmpdir()
       local w = H.tmpdir()
+      -- the child, once signalled, lingers until the test says "go"
       local job = H.spawn_script(H.prelude .. [[
         local l <close> = lock.dir(arg[1])
-        proc.run({"sh", "-c", "trap 'sleep 1; exit 0' TERM; echo > " .. arg[2] .. "/ready; while :; do sleep 0.05; done"})
+        proc.run({"sh", "-c", "trap 'echo > " .. arg[2] .. "/got; while [ ! -e " .. arg[2] ..
+                  "/go ]; do sleep 0.02; done; exit 0' TERM; echo > " .. arg[2] ..
+                  "/ready; while :; do sleep 0.05; done"})
       ]], { d, w })
       H.wait_for(w .. "/ready")
       H.kill(job:pid(), "TERM")
-      H.sleep(0.3)    -- the child is in its trap, sleeping its second away
+      H.wait_for(w .. "/got")
       local probe = lua("local ok, err = pcall(lock.dir, arg[1]) print(ok, err.kind)", { d })
       assert.are.equal("false\tLockError\n", probe.stdout, probe.stderr)
+      H.write(w .. "/go", "")
       assert.are.equal(143, job:wait(20))
       local after = lua("local l = lock.dir(arg[1]) print(l:is_locked())", { d })
       assert.are.equal("true\n", after.stdout, after.stderr)

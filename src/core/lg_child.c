@@ -28,6 +28,8 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -121,6 +123,52 @@ static int add_actions(posix_spawn_file_actions_t *fa, const lg_spawn_options *o
   return rc;
 }
 
+/* Whether p (relative to cwd, when given) can be exec'd: 0, or -1 with errno. */
+static int runnable(const char *cwd, const char *p) {
+  char joined[PATH_MAX];
+  struct stat st;
+  if (cwd != NULL && p[0] != '/') {
+    if ((size_t)snprintf(joined, sizeof joined, "%s/%s", cwd, p) >= sizeof joined) {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+    p = joined;
+  }
+  if (stat(p, &st) != 0) return -1;
+  if (!S_ISREG(st.st_mode)) { errno = EACCES; return -1; }
+  return access(p, X_OK);
+}
+
+/*
+** execvp's search, done before the spawn so that a command that cannot run is
+** an error of the spawn itself everywhere (glibc's posix_spawnp reports a
+** failed exec too, but not when its clone is run as a fork: under valgrind).
+** ENOENT when found nowhere, EACCES when found but not runnable.
+*/
+static int check_command(const char *file, const char *cwd) {
+  const char *path, *dir;
+  int denied = 0;
+  if (*file == '\0') { errno = ENOENT; return -1; }
+  if (strchr(file, '/') != NULL) return runnable(cwd, file);
+  path = getenv("PATH");
+  if (path == NULL) path = "/bin:/usr/bin";
+  for (dir = path;; dir++) {
+    const char *end = strchr(dir, ':');
+    size_t len = end != NULL ? (size_t)(end - dir) : strlen(dir);
+    char candidate[PATH_MAX];
+    if (len + strlen(file) + 2 <= sizeof candidate) {
+      snprintf(candidate, sizeof candidate, "%.*s/%s", (int)(len > 0 ? len : 1),
+               len > 0 ? dir : ".", file);
+      if (runnable(cwd, candidate) == 0) return 0;
+      if (errno == EACCES) denied = 1;
+    }
+    if (end == NULL) break;
+    dir = end;
+  }
+  errno = denied ? EACCES : ENOENT;
+  return -1;
+}
+
 /*
 ** posix_spawnp reports a failed exec as its result (glibc's child shares our
 ** memory until it execs, and is reaped before the call returns): a missing
@@ -135,9 +183,10 @@ int lg_child_spawn(lg_child *c, char *const argv[], const lg_spawn_options *o) {
   int i, rc;
   memset(c, 0, sizeof *c);
   c->pidfd = -1;
+  for (i = 0; i < 3; i++) c->pipe[i] = -1;
+  if (check_command(argv[0], o->cwd) != 0) return -1;
   for (i = 0; i < 3; i++) {
     int p[2];
-    c->pipe[i] = -1;
     if (o->stream[i] != LG_STREAM_PIPE) continue;
     if (pipe2(p, O_CLOEXEC) != 0) {
       int err = errno;
