@@ -190,6 +190,25 @@ function H.spawn_script(text, args, opts)
   return H.spawn(argv, opts)
 end
 
+-- certbot's own lock_dir (Debian's python3-certbot) held by a Python process
+-- until job.stop_file appears (job:stop() makes it); job.pid is Python's.
+function H.hold_with_certbot(dir)
+  local d = H.tmpdir()
+  local job = H.spawn({ H.python, "-c", [[
+import os, sys, time
+from certbot._internal import lock
+l = lock.lock_dir(sys.argv[1])
+with open(sys.argv[2] + ".tmp", "w") as f: f.write("%d\n" % os.getpid())
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while not os.path.exists(sys.argv[3]): time.sleep(0.01)
+l.release()
+]], dir, d .. "/ready", d .. "/stop" })
+  job.pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
+  job.stop_file = d .. "/stop"
+  function job:stop() H.write(d .. "/stop", "") return self:wait() end
+  return job
+end
+
 -- Wait until path exists (a child's "ready" file); returns its content.
 function H.wait_for(path, timeout)
   local deadline = os.time() + (timeout or 10)

@@ -5,24 +5,6 @@ local H = require "tests.helpers"
 
 local LOCK = H.bin .. "/luaguard-lock"
 
--- certbot's own lock_dir in a Python process, held until 'stop' appears.
-local function certbot_holds(dir)
-  local d = H.tmpdir()
-  local job = H.spawn({ H.python, "-c", [[
-import os, sys, time
-from certbot._internal import lock
-l = lock.lock_dir(sys.argv[1])
-with open(sys.argv[2] + ".tmp", "w") as f: f.write("%d\n" % os.getpid())
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-while not os.path.exists(sys.argv[3]): time.sleep(0.01)
-l.release()
-]], dir, d .. "/ready", d .. "/stop" })
-  job.pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
-  job.stop_file = d .. "/stop"
-  function job:stop() H.write(d .. "/stop", "") return self:wait() end
-  return job
-end
-
 describe("luaguard-lock", function()
   teardown(H.cleanup_tmp)
 
@@ -38,7 +20,7 @@ describe("luaguard-lock", function()
 
   it("excludes certbot's lock_dir: -w 0 fails at once with CODE (-E), -w waits", function()
     local d = H.tmpdir()
-    local certbot = certbot_holds(d)
+    local certbot = H.hold_with_certbot(d)
     local r = H.run({ LOCK, "-w", "0", d, "--", "echo", "ran" })
     assert.are.equal(1, r.status)
     assert.are.equal("", r.stdout)
@@ -87,7 +69,7 @@ except errors.LockError:
 
   it("says once at a terminal who holds the lock, and nothing with -q", function()
     local d = H.tmpdir()
-    local certbot = certbot_holds(d)
+    local certbot = H.hold_with_certbot(d)
     os.execute(("(sleep 1.6; touch %s) &"):format(H.quote(certbot.stop_file)))
     -- script(1) gives the command a terminal
     local r = H.run({ "script", "-qec", ("%s -w 20 %s -- true"):format(LOCK, d), "/dev/null" })
@@ -96,7 +78,7 @@ except errors.LockError:
                                certbot.pid .. "%)", "")
     assert.are.equal(1, n, r.stdout)
     assert.are.equal(0, certbot:wait(10))
-    certbot = certbot_holds(d)
+    certbot = H.hold_with_certbot(d)
     os.execute(("(sleep 1.3; touch %s) &"):format(H.quote(certbot.stop_file)))
     r = H.run({ "script", "-qec", ("%s -q -w 20 %s -- true"):format(LOCK, d), "/dev/null" })
     assert.are.equal(0, r.status, r.stderr)

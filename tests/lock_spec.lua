@@ -22,22 +22,7 @@ local function hold_with_luaguard(dir)
   return job
 end
 
--- certbot's own lock_dir in a Python process, held until 'stop' appears.
-local function hold_with_certbot(dir)
-  local d = H.tmpdir()
-  local job = H.spawn({ H.python, "-c", [[
-import os, sys, time
-from certbot._internal import lock
-l = lock.lock_dir(sys.argv[1])
-with open(sys.argv[2] + ".tmp", "w") as f: f.write("%d\n" % os.getpid())
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-while not os.path.exists(sys.argv[3]): time.sleep(0.01)
-l.release()
-]], dir, d .. "/ready", d .. "/stop" })
-  job.pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
-  function job:stop() H.write(d .. "/stop", "") return self:wait() end
-  return job
-end
+local hold_with_certbot = H.hold_with_certbot
 
 local function certbot_try(dir)
   return H.run({ H.python, "-c", [[

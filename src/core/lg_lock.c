@@ -619,17 +619,6 @@ int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
   return -1;
 }
 
-int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
-                    lg_lock_interrupted_fn interrupted, void *ud,
-                    lg_lock_failure *failure) {
-  lg_lock_wait w;
-  memset(&w, 0, sizeof w);
-  w.timeout = timeout;
-  w.interrupted = interrupted;
-  w.ud = ud;
-  return lg_lock_acquire_wait(lk, path, &w, failure);
-}
-
 /*
 ** Unlink, then unlock: the other order lets a third process lock the file
 ** just before it vanishes, while a fourth creates and locks a new one — two

@@ -69,9 +69,17 @@ int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
                          lg_lock_failure *failure);
 
 /* The same with a timeout and an interrupt only. */
-int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
-                    lg_lock_interrupted_fn interrupted, void *ud,
-                    lg_lock_failure *failure);
+static inline int lg_lock_acquire(lg_lock *lk, const char *path, double timeout,
+                                  lg_lock_interrupted_fn interrupted, void *ud,
+                                  lg_lock_failure *failure) {
+  lg_lock_wait w;
+  w.timeout = timeout;
+  w.interrupted = interrupted;
+  w.notify_after = 0;
+  w.waiting = 0;
+  w.ud = ud;
+  return lg_lock_acquire_wait(lk, path, &w, failure);
+}
 
 /*
 ** Locks still held when the process calls exit() are released by an atexit

@@ -380,10 +380,9 @@ static void push_captured(lua_State *L, const Process *p, int i) {
   else lua_pushnil(L);
 }
 
-/* The result table of a reaped process. Stack: [-0, +1, m] */
-static void push_result(lua_State *L, const Process *p) {
-  int st = p->child.status;
-  lua_createtable(L, 0, 6);
+/* status (exited) or signal (killed) into the table on top, from wait status
+** st (-1: unknown, neither). */
+static void set_status_fields(lua_State *L, int st) {
   if (st != -1 && WIFEXITED(st)) {
     lua_pushinteger(L, WEXITSTATUS(st));
     lua_setfield(L, -2, "status");
@@ -392,6 +391,12 @@ static void push_result(lua_State *L, const Process *p) {
     lua_pushinteger(L, WTERMSIG(st));
     lua_setfield(L, -2, "signal");
   }
+}
+
+/* The result table of a reaped process. Stack: [-0, +1, m] */
+static void push_result(lua_State *L, const Process *p) {
+  lua_createtable(L, 0, 6);
+  set_status_fields(L, p->child.status);
   push_captured(L, p, 1);
   lua_setfield(L, -2, "stdout");
   push_captured(L, p, 2);
@@ -437,14 +442,7 @@ static void check_result(lua_State *L, int idx, const Process *p) {
   lg_push_error(L, "ProcessError", lua_tostring(L, -1));
   lua_getiuservalue(L, idx, UV_ARGV);
   lua_setfield(L, -2, "argv");
-  if (st != -1 && WIFEXITED(st)) {
-    lua_pushinteger(L, WEXITSTATUS(st));
-    lua_setfield(L, -2, "status");
-  }
-  if (st != -1 && WIFSIGNALED(st)) {
-    lua_pushinteger(L, WTERMSIG(st));
-    lua_setfield(L, -2, "signal");
-  }
+  set_status_fields(L, st);
   if (p->capture[2]) {
     size_t from = p->len[2] > STDERR_TAIL ? p->len[2] - STDERR_TAIL : 0;
     lua_pushlstring(L, p->buf[2] != NULL ? p->buf[2] + from : "", p->len[2] - from);
