@@ -203,6 +203,19 @@ describe("proc", function()
       end
     end)
 
+    it("keeps a child in the caller's group when nothing is armed (module mode), its own once a guard is", function()
+      local r = H.run_stock([[
+        local proc = g.proc
+        local function pgrp(pid) return io.open("/proc/" .. pid .. "/stat"):read("a"):match("^%d+ %b() %S+ %d+ (%d+)") end
+        local a = proc.spawn({"sleep", "5"})
+        local h <close> = ExitHandler()
+        local b = proc.spawn({"sleep", "5"})
+        print(pgrp(a:pid()) == pgrp(PID), pgrp(b:pid()) == tostring(b:pid()))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\ttrue\n", r.stdout)
+    end)
+
     it("puts a child in a group of its own, or in ours with terminal = true", function()
       local r = lua([[
         local function pgrp(pid) return io.open("/proc/" .. pid .. "/stat"):read("a"):match("^%d+ %b() %S+ %d+ (%d+)") end

@@ -496,6 +496,11 @@ static Process *start(lua_State *L, spawn_request *r, int for_run) {
     lua_setiuservalue(L, idx, UV_STDIN);
   }
   for (i = 1; i <= 2; i++) p->capture[i] = r->o.stream[i] == LG_STREAM_PIPE;
+  /* Nothing armed (module mode, no handler): no guard will forward a signal,
+  ** so the child stays in our process group, where the terminal's Ctrl-C
+  ** reaches it as it reaches os.execute's; in a group of its own it would
+  ** outlive us. */
+  if (lg_frame_top() == NULL) r->o.terminal = 1;
   if (lg_child_spawn(&p->child, (char *const *)lua_touserdata(L, r->argv_idx), &r->o) != 0) {
     int err = errno;
     lua_rawgeti(L, 1, 1);
