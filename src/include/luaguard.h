@@ -3,7 +3,8 @@
 **
 ** luaguard gives Lua 5.4 directory locks (lock.dir, LockFile) and cleanup
 ** guards (ErrorHandler, ExitHandler) whose cleanups run last-registered-first
-** on error or on a termination signal, with signals deferred while they run.
+** on error or on a termination signal, with signals deferred while they run,
+** and child processes (proc.run, proc.spawn) stopped before any cleanup runs.
 **
 **   #include <luaguard.h>
 **   luaL_openlibs(L);
@@ -42,7 +43,7 @@
 
 /*
 ** Opens the module 'luaguard': pushes the table {lock = {dir, LockFile},
-** ErrorHandler, ExitHandler, _VERSION}. Sets no global. Raises on memory
+** ErrorHandler, ExitHandler, proc = {run, spawn}, _VERSION}. Sets no global. Raises on memory
 ** errors only. Also stores 'luaguard.core' in package.loaded.
 ** Stack: [-0, +1, m]
 */
@@ -51,7 +52,7 @@ LUAGUARD_API int luaopen_luaguard(lua_State *L);
 /*
 ** What the luaguard program does before a script: opens 'luaguard' (into
 ** package.loaded, so require returns the same objects) and sets the globals
-** lock, ErrorHandler and ExitHandler. For hosts that want to be the luaguard
+** lock, ErrorHandler, ExitHandler and proc. For hosts that want to be the luaguard
 ** program's twin; a module never does this. Stack: [-0, +0, m]
 */
 LUAGUARD_API void luaguard_open_globals(lua_State *L);
