@@ -249,6 +249,24 @@ describe("proc", function()
       end)
     end
 
+    it("stops a child even when the signal arrives before proc.run starts waiting", function()
+      -- strace holds the host in pidfd_open (just after the spawn) for 0.3 s:
+      -- the child's SIGTERM to its parent lands there, before the wait began
+      local d = H.tmpdir()
+      local script = H.write(d .. "/race.lua", [[
+        local h <close> = ExitHandler(function() io.open(arg[1] .. "/log", "a"):write("cleanup\n"):close() end)
+        proc.run({ "sh", "-c", "trap 'echo got TERM >> " .. arg[1] .. "/log; exit 0' TERM; kill -TERM $PPID; sleep 30 & wait" })
+      ]])
+      local started = os.time()
+      local r = H.run({ "strace", "-e", "trace=pidfd_open", "-e", "inject=pidfd_open:delay_exit=300000",
+                        "-o", "/dev/null", H.host, script, d },
+                      { bare = true, env = { ASAN_OPTIONS = os.getenv("ASAN_OPTIONS")
+                          and os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0" or false } })
+      assert.are.equal(143, r.status, r.stderr)
+      assert.are.equal("got TERM\ncleanup\n", H.read(d .. "/log"))
+      assert.is_true(os.time() - started < 20, "the child ran to its end (30 s) before the stop")
+    end)
+
     it("keeps the lock held while the stopped block's child still runs", function()
       local d = H.tmpdir()
       local w = H.tmpdir()
