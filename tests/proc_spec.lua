@@ -267,6 +267,44 @@ describe("proc", function()
       assert.is_true(os.time() - started < 20, "the child ran to its end (30 s) before the stop")
     end)
 
+    it("passes a terminal's Ctrl-C to the child exactly once, in a group of its own or in ours (terminal)", function()
+      for _, terminal in ipairs({ "false", "true" }) do
+        local d = H.tmpdir()
+        os.execute("mkfifo " .. H.quote(d .. "/keys"))
+        local script = H.write(d .. "/ctrlc.lua", [[
+          local h <close> = ExitHandler(function() io.open(arg[1] .. "/log", "a"):write("cleanup\n"):close() end)
+          proc.run({ arg[4], "-c", arg[2], arg[1] .. "/log", arg[1] .. "/ready" },
+                   { terminal = arg[3] == "true" })
+        ]])
+        -- the child counts every SIGINT it gets for 1.5 s (sigtimedwait: one
+        -- each, where a shell's trap would merge two), then exits
+        local counter = [[
+import os, signal, sys, time
+log, ready = sys.argv[1], sys.argv[2]
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+with open(ready + ".tmp", "w") as f: f.write("%d\n" % os.getpid())
+os.rename(ready + ".tmp", ready)
+end = time.monotonic() + 1.5
+while end - time.monotonic() > 0:
+    if signal.sigtimedwait({signal.SIGINT}, end - time.monotonic()):
+        with open(log, "a") as f: f.write("got INT\n")
+with open(log, "a") as f: f.write("child-exit\n")
+]]
+        -- script(1) gives the host a terminal; a ^C typed into it is the
+        -- terminal's SIGINT to its foreground process group
+        local job = H.spawn({ "script", "-qec", table.concat({ H.quote(H.host), H.quote(script), H.quote(d),
+                                                               H.quote(counter), terminal, H.python }, " "), "/dev/null" },
+                            { stdin = d .. "/keys" })
+        local keys = assert(io.open(d .. "/keys", "w"))
+        H.wait_for(d .. "/ready")
+        keys:write("\3")
+        keys:flush()
+        job:wait(20)
+        keys:close()
+        assert.are.equal("got INT\nchild-exit\ncleanup\n", H.read(d .. "/log"), "terminal = " .. terminal)
+      end
+    end)
+
     it("keeps the lock held while the stopped block's child still runs", function()
       local d = H.tmpdir()
       local w = H.tmpdir()
