@@ -86,7 +86,7 @@ except errors.LockError:
     assert.are.equal(0, certbot:wait(10))
   end)
 
-  it("explains usage errors (64), a missing command (127) and a missing directory (71)", function()
+  it("explains usage errors (64), a command that cannot run (127, 126) and a missing directory (71)", function()
     local d = H.tmpdir()
     local r = H.run({ LOCK, "-x", d, "true" })
     assert.are.equal(64, r.status)
@@ -96,6 +96,11 @@ except errors.LockError:
     r = H.run({ LOCK, d, "--", "no-such-command-here" })
     assert.are.equal(127, r.status)
     assert.matches("no%-such%-command%-here: command not found", r.stderr)
+    H.write(d .. "/plain", "echo hi\n")     -- not executable
+    r = H.run({ LOCK, d, "--", d .. "/plain" })
+    assert.are.equal(126, r.status)
+    assert.matches("Permission denied", r.stderr)
+    os.remove(d .. "/plain")
     r = H.run({ LOCK, d .. "/missing", "--", "true" })
     assert.are.equal(71, r.status)
     assert.matches("No such file or directory", r.stderr)

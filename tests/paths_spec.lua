@@ -341,6 +341,19 @@ describe("the guard's promise off the well-walked paths", function()
       assert.is_nil(job:stdout():find("\nline 3 ran\n", 1, true))
     end)
 
+    it("a line waiting in proc.run: SIGTERM reaches the child, then the cleanup, then the end", function()
+      local d = H.tmpdir()
+      local status, job = repl({ "-i" }, {
+        ARM,
+        SAVE_PID .. "; proc.run({ 'sh', '-c', \"trap 'echo got TERM >> " .. d .. "/log; exit 0' TERM; " ..
+          "sleep 30 & wait\" }); print('line 2 went on')",
+      }, "TERM")
+      assert.are.equal(128 + SIG.TERM, status, job:stderr())
+      assert.are.equal("got TERM\n", H.read(d .. "/log"))
+      assert.matches("cleanup\n", job:stderr())
+      assert.is_nil(job:stdout():find("\nline 2 went on\n", 1, true))
+    end)
+
     it("with no handler, a line that sends itself SIGTERM: nothing after it runs", function()
       local status, job = repl({ "-i" }, {
         SELF_TERM .. "; for i = 1, 1e7 do end; print('line 1 went on')",

@@ -305,6 +305,21 @@ with open(log, "a") as f: f.write("child-exit\n")
       end
     end)
 
+    it("stops a child a coroutine runs, the coroutine resumed inside the guarded block", function()
+      local d = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        local h <close> = ExitHandler(function() io.open(arg[1] .. "/log", "a"):write("cleanup\n"):close() end)
+        coroutine.wrap(function()
+          proc.run({ "sh", "-c", arg[2], "trapper", arg[1] .. "/log", arg[1] .. "/ready" })
+        end)()
+      ]], { d, TRAPPER })
+      local child = tonumber(H.wait_for(d .. "/ready"))
+      H.kill(job:pid(), "TERM")
+      assert.are.equal(143, job:wait(20), job:stderr())
+      assert.are.equal("got TERM\nchild-exit\ncleanup\n", H.read(d .. "/log"))
+      assert.is_false(alive(child))
+    end)
+
     it("keeps the lock held while the stopped block's child still runs", function()
       local d = H.tmpdir()
       local w = H.tmpdir()

@@ -243,12 +243,13 @@ int lg_child_spawn(lg_child *c, char *const argv[], const lg_spawn_options *o) {
   return 0;
 }
 
-int lg_child_try_reap(lg_child *c) {
+/* waitpid(c, options): 1 when reaped (now or before), 0 when it runs. */
+static int reap(lg_child *c, int options) {
   int status;
   pid_t r;
   if (c->reaped) return 1;
   if (c->pid <= 0 || c->owner != lg_pid()) return 1;   /* not ours to reap */
-  do r = waitpid(c->pid, &status, WNOHANG); while (r < 0 && errno == EINTR);
+  do r = waitpid(c->pid, &status, options); while (r < 0 && errno == EINTR);
   if (r == 0) return 0;
   c->reaped = 1;
   c->status = r == c->pid ? status : -1;   /* ECHILD: a program's handler reaped it */
@@ -258,6 +259,8 @@ int lg_child_try_reap(lg_child *c) {
   }
   return 1;
 }
+
+int lg_child_try_reap(lg_child *c) { return reap(c, WNOHANG); }
 
 int lg_child_signal(lg_child *c, int sig) {
   if (!c->linked || c->owner != lg_pid()) { errno = ESRCH; return -1; }   /* given up: the pid may be another's */
@@ -338,7 +341,6 @@ static void wait_gone(lg_child **cs, int n, double until) {
     if (napping || nfds == 0) {
       long ns = nap_ns;
       if ((double)ns / 1e9 > remaining) ns = (long)(remaining * 1e9) + 1;
-      if (nfds > 0) poll(fds, (nfds_t)nfds, 0);
       nap(ns);
       if (nap_ns < NAP_MAX_NS) nap_ns *= 2;
     }
@@ -364,19 +366,7 @@ static void stop_all(lg_child **cs, int n, int sig, double grace) {
   for (i = 0; i < n; i++)
     if (!gone(cs[i])) lg_child_signal(cs[i], SIGKILL);
   wait_gone(cs, n, now_seconds() + KILL_WAIT);
-  for (i = 0; i < n; i++) {          /* a leader SIGKILL did not end: wait for it */
-    if (!cs[i]->reaped && cs[i]->pid > 0 && cs[i]->owner == lg_pid()) {
-      int status;
-      pid_t r;
-      do r = waitpid(cs[i]->pid, &status, 0); while (r < 0 && errno == EINTR);
-      cs[i]->reaped = 1;
-      cs[i]->status = r == cs[i]->pid ? status : -1;
-      if (cs[i]->pidfd >= 0) {
-        close(cs[i]->pidfd);
-        cs[i]->pidfd = -1;
-      }
-    }
-  }
+  for (i = 0; i < n; i++) reap(cs[i], 0);   /* a leader SIGKILL has not ended yet */
 }
 
 void lg_child_stop(lg_child *c, int sig) {

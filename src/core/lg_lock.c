@@ -267,11 +267,16 @@ static int lock_whole(int fd, int cmd) {
   return fcntl(fd, cmd, &fl);
 }
 
-/* Close fd (under table_mutex) unless this process holds its file through
-** another lg_lock meanwhile: closing would drop that lock too, so park it. */
+/* Close fd (an attempt's, found busy) unless this process holds its file
+** through another lg_lock meanwhile: closing would drop that lock too, so
+** park it. Takes table_mutex; errno is kept. */
 static void drop_fd(int fd, const struct stat *st) {
+  int err = errno;
+  pthread_mutex_lock(&table_mutex);
   if (find_held(st->st_dev, st->st_ino) != NULL) park_fd(st->st_dev, st->st_ino, fd);
   else close(fd);
+  pthread_mutex_unlock(&table_mutex);
+  errno = err;
 }
 
 /*
@@ -477,9 +482,7 @@ static int block_on(lg_lock *lk, int dirfd, const char *base, int fd,
     now = now_seconds();
     if (err == EINTR && now < until && (w->interrupted == NULL || !w->interrupted(w->ud)))
       continue;             /* a tick, or a signal that stops nothing */
-    pthread_mutex_lock(&table_mutex);
     drop_fd(fd, st);
-    pthread_mutex_unlock(&table_mutex);
     if (err == EINTR) return TRY_BUSY;    /* the caller decides */
     if (err == EDEADLK) return TRY_NAP;   /* the kernel saw a cycle of waiters */
     errno = err;
@@ -552,9 +555,7 @@ int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
       break;
     }
     /* busy (fd open when another process holds it), or replaced under us */
-    if (w->interrupted != NULL && w->interrupted(w->ud)) {
-      errno = EINTR;
-    }
+    if (w->interrupted != NULL && w->interrupted(w->ud)) errno = EINTR;
     else if (outcome == TRY_AGAIN && ++again < MAX_AGAIN) continue;
     else if (failure->same_context) errno = EDEADLK;  /* it would wait on itself */
     else {
@@ -564,11 +565,7 @@ int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
       if (next <= 0) errno = EWOULDBLOCK;
       else if (!notified && failure->waited >= w->notify_after) {
         notified = 1;
-        if (fd >= 0) {
-          pthread_mutex_lock(&table_mutex);
-          drop_fd(fd, &st);
-          pthread_mutex_unlock(&table_mutex);
-        }
+        if (fd >= 0) drop_fd(fd, &st);
         if (!w->waiting(w->ud, failure->holder, failure->waited)) continue;
         errno = ECANCELED;
         outcome = TRY_ERROR;
@@ -585,23 +582,13 @@ int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
           if (outcome == TRY_NAP) nap(&sleep_ns, next);
           continue;
         }
-        if (fd >= 0) {
-          pthread_mutex_lock(&table_mutex);
-          drop_fd(fd, &st);
-          pthread_mutex_unlock(&table_mutex);
-        }
+        if (fd >= 0) drop_fd(fd, &st);
         nap(&sleep_ns, next);
         continue;
       }
     }
     /* giving up: errno says why */
-    if (fd >= 0) {
-      int err = errno;
-      pthread_mutex_lock(&table_mutex);
-      drop_fd(fd, &st);
-      pthread_mutex_unlock(&table_mutex);
-      errno = err;
-    }
+    if (fd >= 0) drop_fd(fd, &st);
     outcome = TRY_ERROR;
     break;
   }

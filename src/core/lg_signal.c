@@ -99,7 +99,7 @@ static volatile sig_atomic_t kick_active;
 static volatile sig_atomic_t kick_delay_ns;
 static volatile sig_atomic_t kick_used;          /* since install */
 static int kick_kept;         /* a signal left with on_kick at uninstall (see there) */
-static int kick_handlers;     /* on_kick calls running, on any thread (atomic) */
+static volatile sig_atomic_t kick_handlers;   /* on_kick calls running, any thread (atomic ops) */
 
 static void on_signal(int sig);
 
@@ -116,9 +116,6 @@ const char *lg_signal_name(int sig) {
   return i < 0 ? NULL : signal_names[i];
 }
 
-unsigned long lg_signal_arrivals(void) {
-  return (unsigned long)(unsigned)__atomic_load_n(&arrivals, __ATOMIC_ACQUIRE);
-}
 int lg_signal_cleaning(void) { return cleaning_count > 0; }
 
 
@@ -334,12 +331,10 @@ static void kick_uninstall(void) {
   kick_signal = 0;          /* first: a signal from now on starts no kick */
   lg_signal_kick_stop();
   if (kick_used) {
-    while (__atomic_load_n(&kick_handlers, __ATOMIC_SEQ_CST) > 0) sched_yield();
-    kick_arm(0);
-  }
-  if (kick_used) {
     sigset_t only;
     struct timespec none = {0, 0};
+    while (__atomic_load_n(&kick_handlers, __ATOMIC_SEQ_CST) > 0) sched_yield();
+    kick_arm(0);
     sigemptyset(&only);
     sigaddset(&only, sig);
     sigtimedwait(&only, NULL, &none);

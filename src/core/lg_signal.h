@@ -104,8 +104,6 @@ void lg_frames_unlock(void);
 ** LG_RECORD_LIST_MAX slots. */
 int lg_record_list(const lg_record *r, int *out);
 
-/* Counts every handled arrival: a waiter compares before and after. */
-unsigned long lg_signal_arrivals(void);
 /* Nonzero while some frame is CLEANING (signals only recorded). */
 int lg_signal_cleaning(void);
 

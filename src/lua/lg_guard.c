@@ -538,10 +538,6 @@ int lg_guard_stop_wanted(lua_State *L) {
   return (g != NULL && g->in_flight) || pending_signal(st) != 0;
 }
 
-int lg_guard_wait_interrupted(unsigned long since) {
-  return lg_signal_arrivals() != since && !lg_signal_cleaning() &&
-         lg_frame_top() != NULL;
-}
 
 static lua_CFunction field_cfunction(lua_State *L, const char *table, const char *name) {
   lua_CFunction fn = NULL;

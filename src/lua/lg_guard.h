@@ -51,8 +51,6 @@ void lg_guard_close(lua_State *L, lg_guard *g);
 int lg_guard_raise_pending(lua_State *L);
 /* Nonzero when such a stop is pending (a wait in C should end). */
 int lg_guard_stop_wanted(lua_State *L);
-/* Nonzero when a wait started at 'since' (lg_signal_arrivals) should stop. */
-int lg_guard_wait_interrupted(unsigned long since);
 
 /* Registers what the guard needs in L's state (once per state). */
 void lg_open_guard(lua_State *L);

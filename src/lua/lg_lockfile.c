@@ -82,15 +82,14 @@ static const char *check_path(lua_State *L, int idx) {
 /* What the core's wait callbacks need. */
 typedef struct wait_context {
   lua_State *L;
-  unsigned long since;      /* lg_signal_arrivals() when the wait began */
   int path, waiting;        /* stack indices */
 } wait_context;
 
-/* A signal since the wait began, or one that arrived just before it and asks
-** this state to stop (the kick cut the wait short for it). */
+/* A signal asks this state to stop (one that arrived during the wait, or
+** just before it: the kick cuts the wait short either way). A signal for
+** another state's block, or deferred by cleanups, stops nothing here. */
 static int wait_interrupted(void *ud) {
-  wait_context *c = (wait_context *)ud;
-  return lg_guard_wait_interrupted(c->since) || lg_guard_stop_wanted(c->L);
+  return lg_guard_stop_wanted(((wait_context *)ud)->L);
 }
 
 /* Protected: waiting({path = , pid = , waited = }). stack: fn, path, pid, waited */
@@ -140,7 +139,6 @@ static void acquire_or_raise(lua_State *L, int idx, LockFile *lf, double timeout
   lua_pushvalue(L, waiting_idx);              /* stack: waiting */
   path = lockfile_path(L, idx);               /* stack: waiting, path */
   context.L = L;
-  context.since = lg_signal_arrivals();
   context.path = lua_gettop(L);
   context.waiting = context.path - 1;
   memset(&wait, 0, sizeof wait);

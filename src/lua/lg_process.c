@@ -550,12 +550,6 @@ static int process_wait(lua_State *L) {
   return 1;
 }
 
-static const struct { const char *name; int sig; } signal_names[] = {
-  {"TERM", SIGTERM}, {"INT", SIGINT}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
-  {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP}, {"CONT", SIGCONT},
-  {"ALRM", SIGALRM}, {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ}, {NULL, 0}
-};
-
 static int check_signal(lua_State *L, int idx) {
   const char *name;
   int i;
@@ -567,8 +561,10 @@ static int check_signal(lua_State *L, int idx) {
   }
   name = luaL_checkstring(L, idx);
   if (strncmp(name, "SIG", 3) == 0) name += 3;
-  for (i = 0; signal_names[i].name != NULL; i++)
-    if (strcmp(signal_names[i].name, name) == 0) return signal_names[i].sig;
+  for (i = 1; i < NSIG; i++) {      /* "TERM", "KILL" ... as signal_name prints them */
+    const char *abbrev = sigabbrev_np(i);
+    if (abbrev != NULL && strcmp(abbrev, name) == 0) return i;
+  }
   return luaL_argerror(L, idx, "unknown signal name");
 }
 
