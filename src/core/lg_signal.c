@@ -16,6 +16,9 @@
 **                  the last frame of the process goes, the saved dispositions
 **                  come back (caught -> restored) and every recorded signal is
 **                  re-delivered in arrival order (git's sigchain: pop, re-raise)
+**   stop           a reason that is not a signal (a lease lost) goes the way
+**                  a signal goes, but among one group's frames (route_reason);
+**                  never re-delivered: the group's last close drops it
 **
 ** The list is shared by every thread and by the handler, so it has a lock:
 ** one word taken with an atomic exchange (lock-free, so the handler may use
@@ -479,6 +482,31 @@ static lg_frame *route(int sig, sig_atomic_t seq, pid_t pid) {
   return newest;
 }
 
+/*
+** route_reason (lock held, normal code): route's twin for a stop that is not
+** a signal, among the frames of 'group' only (another Lua state's cleanups do
+** not defer it; the kick, being the process's, waits for them).
+*/
+static lg_frame *route_reason(const void *group, int reason, pid_t pid) {
+  lg_frame *f, *newest = NULL;
+  for (f = top_frame; f != NULL; f = f->older) {
+    if (f->owner != pid || f->group != group) continue;
+    if (newest == NULL) newest = f;
+    if (f->state == LG_FRAME_CLEANING) {    /* deferred, like a signal */
+      if (f->reason == 0) f->reason = reason;
+      return f;
+    }
+  }
+  if (newest == NULL) return NULL;
+  if (newest->reason == 0) newest->reason = reason;
+  if (newest->state == LG_FRAME_ARMED) newest->state = LG_FRAME_STOPPING;
+  if (newest->interrupt != NULL) {
+    newest->interrupt(newest);    /* lg_guard.c's guard_interrupt */
+    kick_start();
+  }
+  return newest;
+}
+
 /* A signal with no frame of ours to go to (a forked child that inherited our
 ** handler, or one racing the last close): as if we were not there. */
 static void deliver_unowned(int sig) {
@@ -601,7 +629,7 @@ static void after_fork(void) {
   memset((void *)pending_lost, 0, sizeof pending_lost);
 }
 
-int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt) {
+int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, const void *group) {
   static int fork_hooked;
   pid_t pid = lg_pid();
   int rc = 0;
@@ -611,6 +639,7 @@ int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt) {
   }
   memset(f, 0, sizeof *f);
   f->owner = pid;
+  f->group = group;
   f->interrupt = interrupt;
   f->state = LG_FRAME_ARMED;
   lock_take();
@@ -689,6 +718,7 @@ int lg_frame_close(lg_frame *f) {
       sig_atomic_t now = __atomic_load_n(&arrivals, __ATOMIC_ACQUIRE);
       for (i = 0; i < n; i++)
         route(list[i], i < LG_RECORD_ORDER_MAX && i < f->record.length ? f->record.seq[i] : now, pid);
+      if (f->reason != 0) route_reason(f->group, f->reason, pid);   /* or dropped */
     }
     else {
       last = 1;
@@ -704,6 +734,16 @@ int lg_frame_close(lg_frame *f) {
     errno = err;
   }
   return rc;
+}
+
+int lg_frame_stop(const void *group, int reason) {
+  pid_t pid = lg_pid();
+  lg_frame *f;
+  lock_take();
+  f = route_reason(group, reason, pid);
+  lock_give(pid, 0);
+  deliver_orphans();
+  return f != NULL;
 }
 
 void lg_frames_lock(void) { lock_take(); }

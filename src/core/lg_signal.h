@@ -48,7 +48,9 @@ struct lg_frame {
   lg_frame *volatile newer;
   lg_record record;                 /* signals routed to it, in arrival order */
   volatile sig_atomic_t state;      /* LG_FRAME_* */
+  volatile sig_atomic_t reason;     /* a stop that is not a signal (lg_frame_stop); 0: none */
   pid_t owner;                      /* process that armed it */
+  const void *group;                /* whose it is (the binding's Lua state) */
   lg_interrupt_fn interrupt;        /* NULL: record only */
 };
 
@@ -60,11 +62,26 @@ const char *lg_signal_name(int sig);
 
 /*
 ** arm: link f as the newest frame (f's memory must stay valid until
-** lg_frame_close). The first frame of a process installs the handler for
-** every handled signal not SIG_IGN (and SIGPIPE, see lg_signal.c) and saves
-** what it replaced; any other arm costs no system call. 0, or -1 with errno.
+** lg_frame_close), in 'group' (who it belongs to: a stop with a reason stays
+** among one group's frames; signals go to any). The first frame of a process
+** installs the handler for every handled signal not SIG_IGN (and SIGPIPE,
+** see lg_signal.c) and saves what it replaced; any other arm costs no system
+** call. 0, or -1 with errno.
 */
-int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt);
+int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, const void *group);
+
+/*
+** stop: a reason to stop that is not a signal (a lease lost), for the frames
+** of 'group': routed like a signal, but only among them. To the group's
+** innermost CLEANING frame (deferred until it closes), else to its newest
+** frame, which turns STOPPING and is asked to stop (interrupt, kick). A
+** frame keeps the first reason it gets; its close routes it on within the
+** group, and the group's last close drops it (nothing to re-deliver: the
+** binding raises the reason's error instead). 'reason' is the binding's
+** nonzero number. Normal code, any thread. 1 when a frame took it, 0 when
+** the group has none.
+*/
+int lg_frame_stop(const void *group, int reason);
 
 /*
 ** begin_cleanup: f's cleanups are about to run (or, for a host's outer frame,

@@ -32,6 +32,13 @@
 **     SignalExit is handed to the next guard of the state.
 **  6. The last frame's close restores the dispositions and re-delivers every
 **     signal (lg_signal.c deliver): with SIG_DFL the process dies by it.
+**
+** A stop that is not a signal (a lease lost, lg_lease.c) has a reason:
+** lg_guard_request_stop -> lg_signal.c lg_frame_stop -> route_reason, which
+** is step 1 among this state's frames only, then steps 2 to 5 as above with
+** the reason's error (LeaseLost) for the SignalExit (pending_stop,
+** push_stop_error); at step 6 there is nothing to re-deliver, the error goes
+** on.
 */
 #include <errno.h>
 #include <stdlib.h>
@@ -75,6 +82,7 @@ struct lg_state {
 };
 
 #define STATE_KEY "luaguard.guard_state"
+#define STOP_ERRORS_KEY "luaguard.stop_errors"   /* reason -> its error (a table) */
 
 /* The protected-call builtins, to tell a swallowed SignalExit (step 4). */
 static lua_CFunction pcall_fn, xpcall_fn, resume_fn;
@@ -284,7 +292,7 @@ static lg_guard *newest_guard(const lg_state *st, const lua_State *thread,
     if ((want & HANDLER_GUARD) && g->close_stopped == NULL) continue;
     if ((want & STOPPED_GUARD) && !lg_guard_stopped(g)) continue;
     if ((want & UNACTED_GUARD) && (f->state != LG_FRAME_STOPPING || g->in_flight ||
-                                   f->record.length == 0)) continue;
+                                   (f->record.length == 0 && f->reason == 0))) continue;
     return g;
   }
   return NULL;
@@ -295,10 +303,20 @@ static lg_guard *guard_of_thread(lua_State *L) {
   return newest_guard(NULL, L, NULL, ANY_GUARD);
 }
 
-/* The first signal a guard of st was asked to stop for and has not acted on. */
-static int pending_signal(const lg_state *st) {
+/*
+** Why a guard of st was asked to stop and has not acted on it: a signal (its
+** number, returned), or a reason (lg_frame_stop: *reason set, 0 returned).
+** A signal wins: the process ends by it anyway. Nonzero when there is a stop.
+*/
+typedef struct { int sig, reason; } stop_cause;
+
+static int pending_stop(const lg_state *st, stop_cause *why) {
   lg_guard *g = newest_guard(st, NULL, NULL, UNACTED_GUARD);
-  return g != NULL ? g->frame.record.order[0] : 0;
+  why->sig = why->reason = 0;
+  if (g == NULL) return 0;
+  if (g->frame.record.length > 0) why->sig = g->frame.record.order[0];
+  else why->reason = g->frame.reason;
+  return 1;
 }
 
 static void save_user_hook(lg_guard *g, lua_State *L) {
@@ -326,22 +344,40 @@ static void put_back_hook(lua_State *L, const lg_guard *g, const lg_state *st) {
   else lua_sethook(L, NULL, 0, 0);
 }
 
-/* SignalExit: kind, signal, name; tostring "SignalExit: SIGTERM". */
-static void push_signal_exit(lua_State *L, int sig) {
-  const char *name = lg_signal_name(sig);
+/*
+** The stop's error. A signal's: SignalExit (kind, signal, name; tostring
+** "SignalExit: SIGTERM"). A reason's: what its owner registered
+** (lg_guard_set_stop_error: LeaseLost), or a plain one should it be gone.
+*/
+static void push_stop_error(lua_State *L, const stop_cause *why) {
+  const char *name;
+  if (why == NULL) {        /* in flight with its error gone: cannot happen */
+    lua_pushliteral(L, "stopped");
+    return;
+  }
+  if (why->sig == 0) {
+    lua_getfield(L, LUA_REGISTRYINDEX, STOP_ERRORS_KEY);
+    if (lua_type(L, -1) != LUA_TTABLE || lua_rawgeti(L, -1, why->reason) == LUA_TNIL) {
+      lua_settop(L, lua_gettop(L) - 1);
+      lua_pushfstring(L, "stopped (reason %d)", why->reason);
+    }
+    lua_remove(L, -2);
+    return;
+  }
+  name = lg_signal_name(why->sig);
   lg_push_error(L, "SignalExit", lua_pushfstring(L, "SignalExit: %s", name));
   lua_remove(L, -2);
-  lua_pushinteger(L, sig);
+  lua_pushinteger(L, why->sig);
   lua_setfield(L, -2, "signal");
   lua_pushstring(L, name);
   lua_setfield(L, -2, "name");
 }
 
-/* Step 3: raise g's SignalExit (the same object each time); a return hook
+/* Step 3: raise g's stop error (the same object each time); a return hook
 ** stays on for step 4. */
-static int raise_stop(lua_State *L, lg_guard *g, int sig) {
+static int raise_stop(lua_State *L, lg_guard *g, const stop_cause *why) {
   if (g->stop_ref == LUA_NOREF) {
-    push_signal_exit(L, sig);
+    push_stop_error(L, why);
     lua_pushvalue(L, -1);
     g->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
@@ -360,9 +396,9 @@ static int raise_stop(lua_State *L, lg_guard *g, int sig) {
 ** block of the state is being stopped, so every child of theirs goes now;
 ** one started by a cleanup is left to finish.
 */
-static void stop_children(const lg_state *st, int sig) {
+static void stop_children(const lg_state *st, const stop_cause *why) {
   lg_signal_kick_stop();    /* the wait below must not be cut short */
-  lg_children_stop(st->main, sig);
+  lg_children_stop(st->main, why->sig != 0 ? why->sig : SIGTERM);
 }
 
 /* Step 3: handlers of st armed after g on threads that cannot run now are
@@ -379,6 +415,31 @@ static void stop_state(lua_State *L, const lg_state *st) {
   lg_guard *o;
   while ((o = newest_guard(st, NULL, NULL, HANDLER_GUARD)) != NULL)
     o->close_stopped(L, o);   /* lands in lg_handler.c handler_close_stopped */
+}
+
+/*
+** Step 3, what a stop does on thread L (the hook, or a wait in C cut short):
+** children first; then on a thread with an armed guard, the abandoned ones
+** closed and the stop error raised there; on the main thread with no guard
+** of its own (module mode), every handler of the state closed as by the
+** stop: for a signal the last close re-delivers it, a reason's error is then
+** raised on the main thread (returns for a signal); in a coroutine with no
+** guard of its own, it is stopped too, and stays stopped (again at each
+** instruction) until it is dead; the block that resumed it then stops.
+*/
+static int act_on_stop(lua_State *L, lg_guard *g, const lg_state *st, const stop_cause *why) {
+  stop_children(st, why);
+  if (g != NULL) {
+    close_abandoned(L, st, g);
+    return raise_stop(L, g, why);
+  }
+  if (L == st->main) {
+    stop_state(L, st);
+    if (why->sig != 0) return 0;
+  }
+  push_stop_error(L, why);
+  if (L != st->main) lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
+  return lua_error(L);
 }
 
 /* Inside a function called from a hook, i.e. the message handler run for the
@@ -408,7 +469,7 @@ static int returns_from_protected_call(lua_State *L, lua_Debug *ar) {
 static void guard_hook(lua_State *L, lua_Debug *ar) {
   lg_guard *g = guard_of_thread(L);
   lg_state *st = g != NULL ? g->state : state_of(L);
-  int sig;
+  stop_cause why;
   if (lg_signal_cleaning()) {   /* deferred: routed again when cleanups end */
     put_back_hook(L, g, st);
     return;
@@ -422,25 +483,11 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     return;
   }
   if (g != NULL && g->in_flight) {
-    if (g->reraise) raise_stop(L, g, 0);
+    if (g->reraise) raise_stop(L, g, NULL);
     lua_sethook(L, guard_hook, LUA_MASKRET, 0);
     return;
   }
-  sig = pending_signal(st);
-  if (sig != 0) stop_children(st, sig);
-  if (sig != 0 && g != NULL) {
-    close_abandoned(L, st, g);
-    raise_stop(L, g, sig);
-  }
-  if (sig != 0 && L == st->main) stop_state(L, st);
-  if (sig != 0 && L != st->main) {
-    /* a coroutine with no guard of its own, running inside a guarded block:
-    ** it is stopped too, and stays stopped (again at each instruction) until
-    ** it is dead; the block that resumed it then stops as usual */
-    push_signal_exit(L, sig);
-    lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
-    lua_error(L);
-  }
+  if (pending_stop(st, &why)) act_on_stop(L, g, st, &why);
   put_back_hook(L, g, st);
 }
 
@@ -460,7 +507,7 @@ int lg_guard_arm(lua_State *L, lg_guard *g, lg_guard_close_fn close_stopped) {
     st->main_mask = lua_gethookmask(L);
     st->main_count = lua_gethookcount(L);
   }
-  if (lg_frame_arm(&g->frame, guard_interrupt) != 0) {   /* step 2's callback */
+  if (lg_frame_arm(&g->frame, guard_interrupt, st) != 0) {   /* step 2's callback */
     if (L != st->main) st->off_main--;
     return -1;
   }
@@ -468,7 +515,8 @@ int lg_guard_arm(lua_State *L, lg_guard *g, lg_guard_close_fn close_stopped) {
 }
 
 int lg_guard_stopped(const lg_guard *g) {
-  return g->in_flight || g->frame.state == LG_FRAME_STOPPING || g->frame.record.length > 0;
+  return g->in_flight || g->frame.state == LG_FRAME_STOPPING || g->frame.record.length > 0 ||
+         g->frame.reason != 0;
 }
 
 void lg_guard_begin_cleanup(lg_guard *g) {
@@ -512,30 +560,46 @@ void lg_guard_close(lua_State *L, lg_guard *g) {
 int lg_guard_raise_pending(lua_State *L) {
   lg_guard *g = guard_of_thread(L);
   lg_state *st = g != NULL ? g->state : state_of(L);
-  int sig;
+  stop_cause why;
   if (lg_signal_cleaning() || st->closed) return 0;
-  if (g != NULL && g->in_flight) return raise_stop(L, g, 0);
-  sig = pending_signal(st);
-  if (sig == 0) return 0;
-  stop_children(st, sig);
-  if (g != NULL) {
-    close_abandoned(L, st, g);
-    return raise_stop(L, g, sig);
-  }
-  if (L == st->main) {      /* module mode: the guards sit in coroutines */
-    stop_state(L, st);      /* the last close re-delivers */
-    return 0;
-  }
-  push_signal_exit(L, sig); /* a coroutine with no guard of its own */
-  lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
-  return lua_error(L);
+  if (g != NULL && g->in_flight) return raise_stop(L, g, NULL);
+  if (!pending_stop(st, &why)) return 0;
+  return act_on_stop(L, g, st, &why);
 }
 
 int lg_guard_stop_wanted(lua_State *L) {
   lg_guard *g = guard_of_thread(L);
   lg_state *st = g != NULL ? g->state : state_of(L);
+  stop_cause why;
   if (lg_signal_cleaning() || st->closed) return 0;
-  return (g != NULL && g->in_flight) || pending_signal(st) != 0;
+  return (g != NULL && g->in_flight) || pending_stop(st, &why);
+}
+
+
+/* ---- stops that are not signals (a lease lost: lg_lease.c) ---- */
+
+int lg_guard_new_reason(void) {
+  static int last;
+  return __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED);
+}
+
+const void *lg_guard_group(lua_State *L) { return state_of(L); }
+
+/* Stack: [-1, +0, m]: pops the error (nil: forget the reason's). */
+void lg_guard_set_stop_error(lua_State *L, int reason) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STOP_ERRORS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, STOP_ERRORS_KEY);
+  }                                           /* stack: err, errors */
+  lua_rotate(L, -2, 1);                       /* stack: errors, err */
+  lua_rawseti(L, -2, reason);
+  lua_pop(L, 1);
+}
+
+int lg_guard_request_stop(const void *group, int reason) {
+  return lg_frame_stop(group, reason);
 }
 
 
@@ -612,8 +676,11 @@ LUAGUARD_API int luaguard_outer_close(void) {
 LUAGUARD_API int luaguard_stop_pending(lua_State *L) {
   lg_state *st = state_of(L);
   lg_guard *g;
+  stop_cause why;
   if (lg_signal_cleaning() || (g = newest_guard(st, NULL, NULL, STOPPED_GUARD)) == NULL) return 0;
-  if (g->frame.record.length > 0) stop_children(st, g->frame.record.order[0]);
+  why.sig = g->frame.record.length > 0 ? g->frame.record.order[0] : 0;
+  why.reason = g->frame.reason;
+  if (why.sig != 0 || why.reason != 0) stop_children(st, &why);
   stop_state(L, st);
   return 1;
 }

@@ -44,13 +44,29 @@ void lg_guard_begin_cleanup(lg_guard *g);
 ** Stack: [-0, +0, m] */
 void lg_guard_close(lua_State *L, lg_guard *g);
 
-/* If a handled signal asks L's state to stop, do now what the hook would do
+/* If a handled signal (or a reason) asks L's state to stop, do now what the hook would do
 ** at the next instruction (children stopped, SignalExit raised); otherwise
 ** return 0. For waits in C (a lock, a child), cut short by the signal or the
 ** kick. */
 int lg_guard_raise_pending(lua_State *L);
 /* Nonzero when such a stop is pending (a wait in C should end). */
 int lg_guard_stop_wanted(lua_State *L);
+
+/*
+** Stops that are not signals (a lease lost). The owner takes a reason
+** number (lg_guard_new_reason, process-wide, nonzero), registers the error
+** its stop raises (lg_guard_set_stop_error, in L's state), and, when the time
+** comes, asks the frames of L's state (lg_guard_group) to stop: from any
+** thread, no Lua (lg_guard_request_stop, the core's lg_frame_stop). The
+** block then stops as for a signal: children first, the error raised at the
+** next instruction (a blocking call cut short by the kick), unswallowable in
+** the block, cleanups LIFO; the error goes on past the last guard (it is not
+** re-delivered: nothing ends the process by a signal).
+*/
+int lg_guard_new_reason(void);
+const void *lg_guard_group(lua_State *L);
+void lg_guard_set_stop_error(lua_State *L, int reason);   /* Stack: [-1, +0, m] */
+int lg_guard_request_stop(const void *group, int reason);
 
 /* Registers what the guard needs in L's state (once per state). */
 void lg_open_guard(lua_State *L);

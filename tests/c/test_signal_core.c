@@ -57,7 +57,7 @@ static void test_arm_and_restore(void) {
   set_disposition(SIGTERM, recording_handler);
   set_disposition(SIGHUP, SIG_IGN);
   set_disposition(SIGINT, SIG_DFL);
-  CHECK_INT(0, lg_frame_arm(&f, count_interrupt), "arm succeeds");
+  CHECK_INT(0, lg_frame_arm(&f, count_interrupt, NULL), "arm succeeds");
   CHECK(disposition(SIGTERM) != recording_handler && disposition(SIGTERM) != SIG_DFL,
         "arm replaces a foreign handler");
   CHECK(disposition(SIGINT) != SIG_DFL, "arm replaces SIG_DFL");
@@ -79,7 +79,7 @@ static void test_record_and_interrupt(void) {
   set_disposition(SIGTERM, recording_handler);
   set_disposition(SIGHUP, recording_handler);
   set_disposition(SIGXFSZ, recording_handler);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   kill(getpid(), SIGTERM);
   kill(getpid(), SIGHUP);
   CHECK_INT(2, interrupts, "each signal in the body interrupts");
@@ -102,7 +102,7 @@ static void test_arrival_order_not_signal_order(void) {
   nseen = 0;
   set_disposition(SIGTERM, recording_handler);
   set_disposition(SIGXFSZ, recording_handler);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   kill(getpid(), SIGXFSZ);          /* in the body */
   lg_frame_begin_cleanup(&f);
   kill(getpid(), SIGTERM);          /* from a cleanup: deferred */
@@ -118,8 +118,8 @@ static void test_nesting_and_hand_off(void) {
   interrupts = 0;
   nseen = 0;
   set_disposition(SIGTERM, recording_handler);
-  lg_frame_arm(&outer, count_interrupt);
-  lg_frame_arm(&inner, count_interrupt);
+  lg_frame_arm(&outer, count_interrupt, NULL);
+  lg_frame_arm(&inner, count_interrupt, NULL);
   CHECK(lg_frame_older(&inner) == &outer, "inner sits on outer");
   kill(getpid(), SIGTERM);
   CHECK_INT(1, lg_record_list(&inner.record, list), "the innermost frame records");
@@ -176,7 +176,7 @@ static int has_restart_flag(int sig) {
 static void test_kick_cuts_body_reads_short(void) {
   lg_frame f;
   set_disposition(SIGTERM, recording_handler);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   CHECK(lg_signal_kick_signal() >= SIGRTMIN && lg_signal_kick_signal() <= SIGRTMAX,
         "a real-time signal kicks");
   CHECK(has_restart_flag(SIGTERM), "the handler is installed with SA_RESTART");
@@ -217,7 +217,7 @@ static void test_kick_repeats_and_backs_off(void) {
   char c;
   pid_t child;
   set_disposition(SIGTERM, recording_handler);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   if (pipe(fds) != 0) return;
   child = fork();
   if (child == 0) {
@@ -253,11 +253,11 @@ static void test_kick_signal_is_borrowed(void) {
   lg_frame f;
   int sig, top;
   /* the highest one we may set (valgrind keeps the very top for itself) */
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   top = lg_signal_kick_signal();
   lg_frame_close(&f);
   set_disposition(top, recording_handler);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   sig = lg_signal_kick_signal();
   CHECK(sig != 0 && sig < top, "a real-time signal in use is not taken");
   CHECK(disposition(top) == recording_handler, "and keeps its handler");
@@ -272,7 +272,7 @@ static void test_fallback_flips_restart_for_cleanups(void) {
   lg_frame f;
   set_disposition(SIGTERM, recording_handler);
   lg_signal_use_kick(0);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   CHECK_INT(0, lg_signal_kick_signal(), "fallback: no kick");
   CHECK(!has_restart_flag(SIGTERM), "fallback: no SA_RESTART while the body runs");
   CHECK_INT(-EINTR, read_with_signal_from_child(SIGTERM), "fallback: a body's read returns early");
@@ -293,7 +293,7 @@ static void test_forked_child(void) {
   int status = 0;
   pid_t child;
   set_disposition(SIGINT, SIG_DFL);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   child = fork();
   if (child == 0) {
     /* inherited our handler and frame: a signal here must not be recorded
@@ -313,7 +313,7 @@ static void test_record_overflow(void) {
   int list[LG_RECORD_LIST_MAX], i, n;
   set_disposition(SIGTERM, recording_handler);
   set_disposition(SIGHUP, recording_handler);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   lg_frame_begin_cleanup(&f);
   for (i = 0; i < 70; i++) kill(getpid(), SIGTERM);
   kill(getpid(), SIGHUP);
@@ -335,9 +335,9 @@ static void test_out_of_order_close_merges_in_arrival_order(void) {
   nseen = 0;
   set_disposition(SIGTERM, recording_handler);
   set_disposition(SIGHUP, recording_handler);
-  lg_frame_arm(&older, count_interrupt);
+  lg_frame_arm(&older, count_interrupt, NULL);
   kill(getpid(), SIGHUP);                 /* to the newest: older */
-  lg_frame_arm(&newer, count_interrupt);
+  lg_frame_arm(&newer, count_interrupt, NULL);
   kill(getpid(), SIGTERM);                /* to the newest: newer */
   lg_frame_begin_cleanup(&older);
   lg_frame_close(&older);                 /* out of order */
@@ -357,7 +357,7 @@ static void test_program_disposition_left_alone(void) {
   lg_frame f;
   int kick;
   set_disposition(SIGTERM, SIG_DFL);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   kick = lg_signal_kick_signal();
   set_disposition(SIGTERM, recording_handler);   /* the program's own, meanwhile */
   set_disposition(SIGINT, SIG_IGN);
@@ -379,9 +379,9 @@ static void test_frame_armed_by_cleanup_receives_nothing(void) {
   set_disposition(SIGTERM, recording_handler);
   interrupts = 0;
   nseen = 0;
-  lg_frame_arm(&outer, count_interrupt);
+  lg_frame_arm(&outer, count_interrupt, NULL);
   lg_frame_begin_cleanup(&outer);
-  lg_frame_arm(&inner, count_interrupt);          /* armed by a cleanup */
+  lg_frame_arm(&inner, count_interrupt, NULL);          /* armed by a cleanup */
   kill(getpid(), SIGTERM);
   CHECK_INT(0, inner.record.length, "the frame armed by the cleanup received nothing");
   CHECK_INT(1, outer.record.length, "the cleaning frame did");
@@ -398,7 +398,7 @@ static void test_sigpipe_during_cleanups(void) {
   int fds[2], status = 0;
   pid_t child;
   set_disposition(SIGPIPE, SIG_DFL);
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   CHECK(disposition(SIGPIPE) != SIG_DFL, "SIGPIPE is ours while a frame is armed");
   if (pipe(fds) != 0) return;
   close(fds[0]);
@@ -407,11 +407,11 @@ static void test_sigpipe_during_cleanups(void) {
   CHECK(write(fds[1], "x", 1) == -1 && errno == EPIPE, "a cleanup's write to a closed pipe: EPIPE");
   lg_frame_close(&f);
   CHECK(disposition(SIGPIPE) == SIG_DFL, "SIGPIPE's default is back");
-  lg_frame_arm(&f, count_interrupt);
+  lg_frame_arm(&f, count_interrupt, NULL);
   child = fork();
   if (child == 0) {
     lg_frame g;
-    lg_frame_arm(&g, count_interrupt);
+    lg_frame_arm(&g, count_interrupt, NULL);
     if (write(fds[1], "x", 1) < 0) _exit(9);   /* not reached: SIGPIPE kills */
     _exit(0);
   }
@@ -420,6 +420,52 @@ static void test_sigpipe_during_cleanups(void) {
         "outside cleanups a write to a closed pipe still dies by SIGPIPE");
   lg_frame_close(&f);
   close(fds[1]);
+}
+
+/*
+** A stop with a reason (lg_frame_stop: a lease lost) goes where a signal goes,
+** but among its group's frames only; deferred while one of them cleans up,
+** routed on at close within the group, dropped (never delivered) at the
+** group's last close.
+*/
+static void test_stop_reason_stays_in_its_group(void) {
+  static const char group_a[] = "a", group_b[] = "b", group_c[] = "c";
+  lg_frame a_outer, a_inner, b, a_by_cleanup;
+  interrupts = 0;
+  nseen = 0;
+  set_disposition(SIGTERM, recording_handler);
+  lg_frame_arm(&a_outer, count_interrupt, group_a);
+  lg_frame_arm(&a_inner, count_interrupt, group_a);
+  lg_frame_arm(&b, count_interrupt, group_b);   /* the newest of the process */
+  CHECK_INT(0, lg_frame_stop(group_c, 3), "a group with no frame takes no stop");
+  CHECK_INT(1, lg_frame_stop(group_a, 7), "a group's frame takes its stop");
+  CHECK_INT(7, a_inner.reason, "the group's newest frame holds the reason");
+  CHECK_INT(LG_FRAME_STOPPING, a_inner.state, "and is stopping");
+  CHECK_INT(1, interrupts, "and was asked to stop, once");
+  CHECK_INT(0, b.reason, "another group's newer frame is not touched");
+  CHECK_INT(LG_FRAME_ARMED, b.state, "it stays armed");
+  CHECK_INT(0, a_inner.record.length, "a reason is not a signal in the record");
+  lg_frame_stop(group_a, 8);
+  CHECK_INT(7, a_inner.reason, "a frame keeps the first reason it got");
+  lg_frame_close(&b);
+  lg_frame_begin_cleanup(&a_inner);
+  lg_frame_arm(&a_by_cleanup, count_interrupt, group_a);
+  lg_frame_close(&a_by_cleanup);
+  CHECK_INT(0, a_by_cleanup.reason, "a frame armed by a cleanup gets nothing");
+  interrupts = 0;
+  lg_frame_close(&a_inner);
+  CHECK_INT(7, a_outer.reason, "the close routes the reason on within the group");
+  CHECK_INT(LG_FRAME_STOPPING, a_outer.state, "the next frame is stopping");
+  CHECK_INT(1, interrupts, "and asked to stop");
+  lg_frame_begin_cleanup(&a_outer);
+  interrupts = 0;
+  CHECK_INT(1, lg_frame_stop(group_a, 9), "during cleanups the stop is taken");
+  CHECK_INT(0, interrupts, "deferred: nothing is interrupted");
+  lg_frame_close(&a_outer);
+  CHECK(lg_frame_top() == NULL, "every frame closed");
+  CHECK_INT(0, nseen, "the group's last close delivers no signal for a reason");
+  CHECK(disposition(SIGTERM) == recording_handler, "dispositions restored");
+  set_disposition(SIGTERM, SIG_DFL);
 }
 
 int main(void) {
@@ -438,5 +484,6 @@ int main(void) {
   test_program_disposition_left_alone();
   test_frame_armed_by_cleanup_receives_nothing();
   test_sigpipe_during_cleanups();
+  test_stop_reason_stays_in_its_group();
   return tap_done();
 }
