@@ -144,6 +144,18 @@ project "luaguard_core_module"
   targetprefix ""
   files (all(CORE, BINDING))
 
+-- luaguard/lease.so: lock.lease on etcd, loaded on first use (lg_embed.c finds
+-- it next to the host or the library; stock lua5.4 on LUA_CPATH), so the host's
+-- start-up and lock.dir users never load libcurl. Like core.so, it takes Lua
+-- from whoever loads it; the guard it reaches through the core's registry table.
+project "luaguard_lease_module"
+  kind "SharedLib"
+  targetdir (BUILD .. "/lib/lua/luaguard")
+  targetname "lease"
+  targetprefix ""
+  files { "src/core/lg_etcd.c", "src/lua/lg_lease.c", "src/lua/lg_common.c" }
+  links { "curl", "cjson", "pthread" }
+
 -- The host: lua.c's twin. Exports its symbols (-Wl,-E) like lua5.4 does, so
 -- Debian's C modules (lfs.so) resolve Lua's API when they load.
 project "luaguard"

@@ -221,6 +221,21 @@ function H.wait_for(path, timeout)
   return text
 end
 
+-- Wait until path exists (any content, even none); returns its content.
+function H.wait_for_file(path, timeout)
+  local deadline = H.now() + (timeout or 10)
+  while not H.exists(path) do
+    if H.now() > deadline then error("timed out waiting for " .. path, 2) end
+    H.sleep(0.01)
+  end
+  return H.read(path)
+end
+
+-- Seconds since boot, to 10 ms (/proc/uptime): for durations.
+function H.now()
+  return tonumber(H.read("/proc/uptime"):match("^[%d.]+"))
+end
+
 function H.kill(pid, sig)
   os.execute(("kill -%s %d"):format(sig or "TERM", pid))
 end

@@ -36,7 +36,10 @@ void lg_log(const char *fmt, ...) {
 }
 
 
+/* tostring(err): its 'text' when it has one (EtcdError: 'message' is etcd's
+** own words there), else its 'message'. */
 static int error_tostring(lua_State *L) {
+  if (lua_getfield(L, 1, "text") == LUA_TSTRING) return 1;
   lua_getfield(L, 1, "message");
   if (!lua_isstring(L, -1)) {
     lua_getfield(L, 1, "kind");

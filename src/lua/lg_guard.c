@@ -614,8 +614,15 @@ static lua_CFunction field_cfunction(lua_State *L, const char *table, const char
   return fn;
 }
 
+static const lg_guard_api guard_api = {
+  LG_GUARD_API_VERSION, LUAGUARD_VERSION, lg_guard_group, lg_guard_new_reason,
+  lg_guard_set_stop_error, lg_guard_request_stop, lg_guard_raise_pending, lg_guard_stop_wanted
+};
+
 void lg_open_guard(lua_State *L) {
   state_of(L);
+  lua_pushlightuserdata(L, (void *)&guard_api);
+  lua_setfield(L, LUA_REGISTRYINDEX, LG_GUARD_API_KEY);
   if (lua_getglobal(L, "pcall") == LUA_TFUNCTION) pcall_fn = lua_tocfunction(L, -1);
   lua_pop(L, 1);
   if (lua_getglobal(L, "xpcall") == LUA_TFUNCTION) xpcall_fn = lua_tocfunction(L, -1);

@@ -68,6 +68,25 @@ const void *lg_guard_group(lua_State *L);
 void lg_guard_set_stop_error(lua_State *L, int reason);   /* Stack: [-1, +0, m] */
 int lg_guard_request_stop(const void *group, int reason);
 
+/*
+** The same, for a module built apart (luaguard/lease.so, loaded on first
+** use): it cannot link the guard's symbols (only luaguard.h's are exported),
+** so the core leaves this table in the registry under LG_GUARD_API_KEY, as a
+** light userdata, and the module checks 'version' before using it.
+*/
+#define LG_GUARD_API_KEY "luaguard.guard_api"
+#define LG_GUARD_API_VERSION 1
+typedef struct lg_guard_api {
+  int version;
+  const char *luaguard_version;             /* LUAGUARD_VERSION of the core */
+  const void *(*group)(lua_State *L);
+  int (*new_reason)(void);
+  void (*set_stop_error)(lua_State *L, int reason);
+  int (*request_stop)(const void *group, int reason);
+  int (*raise_pending)(lua_State *L);
+  int (*stop_wanted)(lua_State *L);
+} lg_guard_api;
+
 /* Registers what the guard needs in L's state (once per state). */
 void lg_open_guard(lua_State *L);
 /* At lua_close, last: close every frame of the state still armed (those made

@@ -1,0 +1,257 @@
+-- lock.lease (SPEC section 4b) against a real 3-member etcd cluster on
+-- loopback, started and stopped here (tests/etcd_cluster.lua): etcd's own
+-- lock protocol (etcdctl lock excludes us and we it), the token, the wait,
+-- errors, and losing the lease: through the guard, as a signal stops a block.
+local H = require "tests.helpers"
+local C = require "tests.etcd_cluster"
+
+local lua = H.run_prelude
+
+describe("lock.lease", function()
+  local c, failed, n = nil, false, 0
+  -- every test its own lock name
+  local function name() n = n + 1; return ("t%d_%d"):format(n, math.random(1e6)) end
+  local function env(extra)
+    local e = { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    return e
+  end
+  local function ok_or_show(r, status)
+    assert.are.equal(status or 0, r.status, r.stdout .. r.stderr)
+  end
+
+  setup(function() c = C.start { members = 3 } end)
+  teardown(function()
+    if c then c:stop(failed) end
+    H.cleanup_tmp()
+  end)
+  after_each(function()
+    -- a test that stopped a member leaves it running again for the next
+    for i, m in ipairs(c.members) do
+      os.execute(("kill -CONT %d 2>/dev/null"):format(m.pid))
+      if not os.execute(("kill -0 %d 2>/dev/null"):format(m.pid)) then c:start_member(i) end
+    end
+    assert.is_true(c:wait_healthy(20), "the cluster is healthy again")
+  end)
+
+  it("acquires with a token that grows, releases, and leaves nothing under the prefix", function()
+    local nm = name()
+    local r = lua(([[
+      local a = lock.lease(%q)
+      assert(a:is_locked() and a:check())
+      local t1, key = a:token(), a:key()
+      assert(math.type(t1) == "integer" and t1 > 0, tostring(t1))
+      assert(key:find("^luaguard/lock/%s/%%x+$"), key)
+      assert(tostring(a) == ("LeaseLock(%s) <acquired %%d>"):format(t1), tostring(a))
+      a:release(); a:release()
+      assert(not a:is_locked() and tostring(a) == "LeaseLock(%s) <released>")
+      assert(a:token() == nil and a:key() == nil)
+      local b <close> = lock.LeaseLock(%q)
+      assert(b:token() > t1, "a new holder's token is larger")
+      a:acquire()   -- held by b: fails at once (timeout 0)
+    ]]):format(nm, nm, nm, nm, nm), nil, { env = env() })
+    assert.are.equal(1, r.status, r.stderr)
+    assert.matches("LeaseLock%(" .. nm .. "%): held by luaguard/lock/" .. nm .. "/%x+ %(lease %d+%); another instance is running", r.stderr)
+    assert.are.same({}, c:keys("luaguard/lock/" .. nm))
+  end)
+
+  it("excludes etcdctl lock, and etcdctl lock excludes it", function()
+    local nm = name()
+    local d = H.tmpdir()
+    -- etcdctl holds while its command runs (until the stop file appears)
+    local holder = H.spawn({ "etcdctl", "--endpoints", table.concat(c.endpoints, ","), "lock", "--",
+                             "luaguard/lock/" .. nm, "sh", "-c",
+                             ("touch %s/held; while [ ! -e %s/stop ]; do sleep 0.02; done"):format(d, d) },
+                           { env = { ETCDCTL_API = "3" } })
+    H.wait_for_file(d .. "/held", 10)
+    local r = lua(([[
+      local ok, e = pcall(lock.lease, %q)
+      assert(not ok and e.kind == "LockError", tostring(e))
+      assert(e.name == %q and e.holder:find("^luaguard/lock/%s/") and e.lease:match("^%%d+$"), tostring(e))
+      assert(type(e.waited) == "number")
+      io.open(%q, "w"):close()            -- the holder goes
+      local l <close> = lock.lease(%q, {timeout = 10})
+      print("got", l:token())
+    ]]):format(nm, nm, nm, d .. "/stop", nm), nil, { env = env() })
+    ok_or_show(r)
+    assert.matches("got\t%d+", r.stdout)
+    assert.are.equal(0, holder:wait(10))
+    -- now the other way round: we hold, etcdctl waits
+    local job = H.spawn_script(([[
+      local l = lock.lease(%q)
+      io.open(%q, "w"):close()
+      while not io.open(%q) do os.execute("sleep 0.02") end
+      l:release()
+    ]]):format(nm, d .. "/we_hold", d .. "/we_stop"), nil, { env = env() })
+    H.wait_for_file(d .. "/we_hold", 10)
+    local waiter = H.spawn({ "etcdctl", "--endpoints", table.concat(c.endpoints, ","), "lock", "--",
+                             "luaguard/lock/" .. nm, "touch", d .. "/etcdctl_got" },
+                           { env = { ETCDCTL_API = "3" } })
+    H.sleep(1)
+    assert.is_false(H.exists(d .. "/etcdctl_got"), "etcdctl waits while we hold")
+    H.write(d .. "/we_stop", "")
+    assert.are.equal(0, job:wait(10))
+    assert.are.equal(0, waiter:wait(10))
+    assert.is_true(H.exists(d .. "/etcdctl_got"))
+  end)
+
+  it("gives up at its timeout with a LockError and leaves no waiter's key", function()
+    local nm = name()
+    local d = H.tmpdir()
+    local job = H.spawn_script(([[
+      local l = lock.lease(%q)
+      io.open(%q, "w"):close()
+      while not io.open(%q) do os.execute("sleep 0.02") end
+    ]]):format(nm, d .. "/held", d .. "/stop"), nil, { env = env() })
+    H.wait_for_file(d .. "/held", 10)
+    local r = lua(([[
+      local t0 = os.time()
+      local ok, e = pcall(lock.lease, %q, {timeout = 0.5})
+      assert(not ok and e.kind == "LockError", tostring(e))
+      assert(e.waited >= 0.5 and e.waited < 3, e.waited)
+    ]]):format(nm), nil, { env = env() })
+    ok_or_show(r)
+    assert.are.equal(1, #c:keys("luaguard/lock/" .. nm), "only the holder's key is left")
+    H.write(d .. "/stop", "")
+    assert.are.equal(0, job:wait(10))
+    assert.are.same({}, c:keys("luaguard/lock/" .. nm), "and it goes with its holder")
+  end)
+
+  it("says which endpoint failed when the cluster cannot be reached", function()
+    local r = lua([[
+      local ok, e = pcall(lock.lease, "x", {endpoints = {"http://127.0.0.1:1", "http://127.0.0.1:2"}})
+      assert(not ok and e.kind == "EtcdError", tostring(e))
+      print(tostring(e))
+      assert(e.endpoint:find("^http://127.0.0.1:[12]$") and type(e.code) == "number" and e.message ~= "")
+      assert(tostring(e):find(e.endpoint, 1, true))
+    ]], nil, { env = env() })
+    ok_or_show(r)
+  end)
+
+  it("refuses bad arguments with Lua's usual errors", function()
+    local r = lua([[
+      local function bad(pattern, ...)
+        local ok, e = pcall(lock.lease, ...)
+        assert(not ok and tostring(e):find(pattern), tostring(e))
+      end
+      bad("bad argument #1 to '[%w.]*lease'", nil)
+      bad("bad argument #1", "")
+      bad("bad argument #2", "x", 5)
+      bad("ttl must be", "x", {ttl = 1})
+      bad("ttl must be", "x", {ttl = 2.5})
+      bad("timeout must be", "x", {timeout = -1})
+      bad("timeout must be", "x", {timeout = 0/0})
+      bad("endpoints must be", "x", {endpoints = "http://127.0.0.1:2379"})
+      bad("endpoints must be", "x", {endpoints = {"127.0.0.1:2379"}})
+      bad("endpoints must be", "x", {endpoints = {}})
+      bad("prefix must be a string", "x", {prefix = 3})
+      local ok, e = pcall(lock.LeaseLock, "x", {endpoints = {"http://127.0.0.1:1"}})
+      assert(e.kind == "EtcdError")
+    ]], nil, { env = env() })
+    ok_or_show(r)
+  end)
+
+  it("is loaded on first use: the host starts without libcurl", function()
+    local r = lua([[
+      local function mapped()
+        for l in io.lines("/proc/self/maps") do if l:find("libcurl", 1, true) then return true end end
+        return false
+      end
+      assert(not mapped(), "libcurl at start-up")
+      local l <close> = lock.dir(os.getenv("D"))
+      assert(not mapped(), "libcurl after lock.dir")
+      local ls <close> = lock.lease("first_use")
+      assert(mapped(), "libcurl once lock.lease is used")
+    ]], nil, { env = env { D = H.tmpdir() } })
+    ok_or_show(r)
+  end)
+
+  it("works in module mode under stock lua5.4", function()
+    local nm = name()
+    local r = H.run_stock(([[
+      local l <close> = lock.lease(%q)
+      print(tostring(l))
+    ]]):format(nm), nil, { env = env() })
+    ok_or_show(r)
+    assert.matches("LeaseLock%(" .. nm .. "%) <acquired %d+>", r.stdout)
+  end)
+
+  it("is cut short by a handled signal while it waits: cleanups run, no key is left", function()
+    local nm = name()
+    local d = H.tmpdir()
+    local holder = H.spawn_script(([[
+      local l = lock.lease(%q)
+      io.open(%q, "w"):close()
+      while not io.open(%q) do os.execute("sleep 0.02") end
+    ]]):format(nm, d .. "/held", d .. "/stop"), nil, { env = env() })
+    H.wait_for_file(d .. "/held", 10)
+    local waiter = H.spawn_script(([[
+      local h <close> = ExitHandler(function() io.stderr:write("cleanup ran\n") end)
+      io.open(%q, "w"):close()
+      local l = lock.lease(%q, {timeout = math.huge})
+      print("got it: wrong")
+    ]]):format(d .. "/waiting", nm), nil, { env = env() })
+    H.wait_for_file(d .. "/waiting", 10)
+    H.sleep(0.3)
+    H.kill(waiter:pid(), "TERM")
+    assert.are.equal(143, waiter:wait(10))
+    assert.matches("cleanup ran", waiter:stderr())
+    assert.are.equal("", waiter:stdout())
+    assert.are.equal(1, #c:keys("luaguard/lock/" .. nm), "the waiter's key is gone")
+    H.write(d .. "/stop", "")
+    assert.are.equal(0, holder:wait(10))
+  end)
+
+  it("stops a guarded block with LeaseLost when its member goes silent past the ttl", function()
+    local nm = name()
+    local d = H.tmpdir()
+    -- pinned to member 1; the block loops, swallowing errors with pcall
+    local job = H.spawn_script(([[
+      local l = lock.lease(%q, {ttl = 2, endpoints = {%q}})
+      io.open(%q, "w"):write(l:token(), "\n"):close()
+      local h <close> = ErrorHandler(function() io.stderr:write("cleanup 1\n") end)
+      h:register(function() io.stderr:write("cleanup 2\n") end)
+      while true do pcall(function() for i = 1, 1e5 do end end) end
+    ]]):format(nm, c.members[1].client, d .. "/held"), nil, { env = env() })
+    local token = tonumber(H.wait_for_file(d .. "/held", 10))
+    local t0 = H.now()
+    c:signal_member(1, "STOP")
+    local status = job:wait(15)
+    local took = H.now() - t0
+    assert.are.equal(1, status, job:stderr())
+    assert.matches("cleanup 2\ncleanup 1\n", job:stderr())
+    assert.matches("LeaseLost: " .. nm .. " %(token " .. token .. "%)", job:stderr())
+    assert.is_true(took < 2 + 1.5, "LeaseLost within ttl + margin: " .. took)
+    -- a waiter on another member gets the lock, with a larger token
+    local r = lua(([[
+      local l <close> = lock.lease(%q, {timeout = 10, endpoints = {%q, %q}})
+      print(l:token())
+    ]]):format(nm, c.members[2].client, c.members[3].client), nil, { env = env() })
+    ok_or_show(r)
+    assert.is_true(tonumber(r.stdout) > token, r.stdout)
+  end)
+
+  it("keeps the lock, with the same token, when the leader is killed", function()
+    local nm = name()
+    local d = H.tmpdir()
+    local job = H.spawn_script(([[
+      local l = lock.lease(%q, {ttl = 3})
+      local t = l:token()
+      io.open(%q, "w"):write(t, "\n"):close()
+      local h <close> = ErrorHandler(function() io.stderr:write("cleanup ran: wrong\n") end)
+      while not io.open(%q) do os.execute("sleep 0.05") end
+      assert(l:check() and l:token() == t)
+      l:release()
+      print("released", t)
+    ]]):format(nm, d .. "/held", d .. "/go"), nil, { env = env() })
+    H.wait_for_file(d .. "/held", 10)
+    local leader = c:leader()
+    assert.is_not_nil(leader, "a leader")
+    c:signal_member(leader, "KILL")
+    H.sleep(4.5)                     -- past the ttl: renewals went to the others
+    H.write(d .. "/go", "")
+    assert.are.equal(0, job:wait(15), job:stderr())
+    assert.matches("released\t%d+", job:stdout())
+    assert.are.same({}, c:keys("luaguard/lock/" .. nm))
+  end)
+end)
