@@ -34,5 +34,13 @@ build = {
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "pthread" },
     },
+    -- lock.lease, loaded on first use (libcurl and cJSON: Debian's
+    -- libcurl4-openssl-dev and libcjson-dev)
+    ["luaguard.lease"] = {
+      sources = { "src/core/lg_etcd.c", "src/lua/lg_lease.c", "src/lua/lg_common.c" },
+      incdirs = { "src/include", "src/core", "src/lua" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      libraries = { "curl", "cjson", "pthread" },
+    },
   },
 }

@@ -221,6 +221,12 @@ project "bench_spawn_floor"
   targetdir (BUILD .. "/bin")
   files { "tests/bench/spawn_floor.c" }
 
+project "bench_lease_floor"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/bench/lease_floor.c" }
+  links { "curl" }
+
 project "bench_signal_latency"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")

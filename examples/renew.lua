@@ -45,7 +45,9 @@ local live = config .. "/live/cert.pem"
 local backup = config .. "/live/cert.pem.bak"
 local staged = config .. "/live/cert.pem.new"
 
-local lock_held <close> = lock.dir(config, { timeout = 10 })
+-- wait up to RENEW_LOCK_WAIT seconds (10) for certbot or another run to finish
+local wait = tonumber(os.getenv("RENEW_LOCK_WAIT")) or 10
+local lock_held <close> = lock.dir(config, { timeout = wait })
 print("locked " .. config)
 
 local temp <close> = ExitHandler(function()

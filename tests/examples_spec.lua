@@ -85,7 +85,7 @@ describe("examples/renew.lua", function()
     local holder = H.spawn_script(H.prelude .. "local l = lock.dir(arg[1]); ready(arg[2]); wait_for(arg[3])",
                                   { d, d .. "/ready", d .. "/stop" })
     H.wait_for(d .. "/ready")
-    local r = H.run({ H.host, script, d })
+    local r = H.run({ H.host, script, d }, { env = { RENEW_LOCK_WAIT = "0.5" } })
     H.write(d .. "/stop", "")
     holder:wait()
     assert.are.equal(1, r.status)

@@ -108,18 +108,34 @@ local function command_line(argv, bare)
   return table.concat(q, " ")
 end
 
+-- How long one H.run may take before the test fails (a fault that keeps a
+-- script from stopping must fail its test, not hang the suite): seconds,
+-- longer under valgrind; opts.limit for a run known to be long.
+H.run_limit = tonumber(os.getenv("LUAGUARD_TEST_RUN_LIMIT") or "") or
+              ((os.getenv("LUAGUARD_VALGRIND") or "") ~= "" and 300 or 60)
+
 -- Run argv (a list) to completion. opts: env (table; false unsets), stdin
--- (text), dir, bare (never under valgrind: for counting system calls). Returns {status=, stdout=, stderr=}; status 128+N by signal.
+-- (text), dir, bare (never under valgrind: for counting system calls), limit
+-- (seconds; H.run_limit). Returns {status=, stdout=, stderr=}; status 128+N by
+-- signal. A run past its limit is killed and raises an error naming it.
+-- timeout(1) runs it in the foreground (no process group of its own, so a
+-- test's signals reach it as before) and passes its status through.
 function H.run(argv, opts)
   opts = opts or {}
   local d = H.tmpdir()
+  local limit = opts.limit or H.run_limit
   local infile = opts.stdin and H.write(d .. "/stdin", opts.stdin) or "/dev/null"
-  local cmd = ("%sexec %s%s <%s >%s 2>%s"):format(
+  local cmd = ("%sexec %stimeout --foreground -k 5 %d %s <%s >%s 2>%s"):format(
     opts.dir and ("cd " .. H.quote(opts.dir) .. " && ") or "",
-    env_prefix(opts.env), command_line(argv, opts.bare),
+    env_prefix(opts.env), limit, command_line(argv, opts.bare),
     H.quote(infile), H.quote(d .. "/out"), H.quote(d .. "/err"))
+  local started = H.now()
   local ok, how, code = os.execute(cmd)
   local status = how == "signal" and 128 + code or code
+  if (status == 124 or status == 137) and H.now() - started >= limit - 0.5 then
+    error(("still running after %d s, killed: %s\nstderr: %s"):format(
+      limit, command_line(argv, opts.bare), H.read(d .. "/err") or ""), 2)
+  end
   return { status = status, stdout = H.read(d .. "/out"), stderr = H.read(d .. "/err"),
            ok = ok }
 end

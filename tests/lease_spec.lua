@@ -231,6 +231,28 @@ describe("lock.lease", function()
     assert.is_true(tonumber(r.stdout) > token, r.stdout)
   end)
 
+  it("keeps its two threads free of data races (ThreadSanitizer), through a loss", function()
+    local d = H.tmpdir()
+    local exe = d .. "/lease_threads"
+    local r = H.run({ "gcc", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-O1", "-g", "-fsanitize=thread",
+                      "-I" .. H.root .. "/src/core", "-I" .. H.root .. "/tests/c",
+                      H.root .. "/tests/c/lease_threads.c", H.root .. "/src/core/lg_etcd.c",
+                      "-o", exe, "-lcurl", "-lcjson", "-lpthread" }, { limit = 300 })
+    assert.are.equal(0, r.status, r.stderr)
+    local job = H.spawn({ exe, c.members[1].client, "luaguard/lock/" .. name() },
+                        { env = { TSAN_OPTIONS = "halt_on_error=1 exitcode=66" } })
+    local deadline = H.now() + 20
+    while not job:stdout():find("# held") and H.now() < deadline do H.sleep(0.05) end
+    assert.matches("# held", job:stdout(), job:stderr())
+    c:signal_member(1, "STOP")
+    local status = job:wait(30)
+    c:signal_member(1, "CONT")
+    assert.are.equal(0, status, job:stdout() .. job:stderr())
+    assert.is_nil(job:stderr():find("ThreadSanitizer", 1, true), job:stderr())
+    assert.is_nil(job:stdout():find("not ok", 1, true), job:stdout())
+    assert.matches("ok %d+ %- the callback ran once", job:stdout())
+  end)
+
   it("keeps the lock, with the same token, when the leader is killed", function()
     local nm = name()
     local d = H.tmpdir()
@@ -253,5 +275,101 @@ describe("lock.lease", function()
     assert.are.equal(0, job:wait(15), job:stderr())
     assert.matches("released\t%d+", job:stdout())
     assert.are.same({}, c:keys("luaguard/lock/" .. nm))
+  end)
+end)
+
+describe("lock.lease over TLS", function()
+  local c, d
+  setup(function()
+    d = H.tmpdir()
+    -- a CA, a server certificate for 127.0.0.1 signed by it, and a CA of nobody's
+    local sh = ([[
+      cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca \
+        -keyout ca.key -out ca.pem &&
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca \
+        -keyout other.key -out other.pem &&
+      openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr &&
+      printf 'subjectAltName=IP:127.0.0.1\n' > san.ext &&
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile san.ext -out server.pem
+    ]]):format(H.quote(d))
+    local r = H.run({ "sh", "-c", sh })
+    assert(r.status == 0, r.stderr)
+    c = C.start { members = 1, scheme = { "https" }, cacert = d .. "/ca.pem",
+                  extra = { { "--cert-file", d .. "/server.pem", "--key-file", d .. "/server.key" } } }
+  end)
+  teardown(function()
+    if c then c:stop() end
+    H.cleanup_tmp()
+  end)
+
+  it("works with the right CA, and a wrong CA gets a clear EtcdError", function()
+    local r = H.run_prelude(([[
+      local l <close> = lock.lease("tls", {endpoints = {%q}, cacert = %q})
+      print(tostring(l))
+      local ok, e = pcall(lock.lease, "tls2", {endpoints = {%q}, cacert = %q})
+      assert(not ok and e.kind == "EtcdError", tostring(e))
+      print(tostring(e))
+      local ok2, e2 = pcall(lock.lease, "tls3", {endpoints = {%q}})
+      assert(not ok2 and e2.kind == "EtcdError", tostring(e2))
+    ]]):format(c.endpoints[1], d .. "/ca.pem", c.endpoints[1], d .. "/other.pem", c.endpoints[1]))
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("LeaseLock%(tls%) <acquired %d+>", r.stdout)
+    assert.matches("EtcdError: " .. c.endpoints[1]:gsub("%p", "%%%0") .. ": .*certificate", r.stdout)
+  end)
+end)
+
+describe("examples/renew_fleet.lua", function()
+  local c
+  local script = H.root .. "/examples/renew_fleet.lua"
+  local function tree()
+    local d = H.tmpdir()
+    os.execute("mkdir -p " .. H.quote(d .. "/live"))
+    H.write(d .. "/live/cert.pem", "OLD\n")
+    return d
+  end
+  setup(function() c = C.start { members = 3 } end)
+  teardown(function()
+    if c then c:stop() end
+    H.cleanup_tmp()
+  end)
+
+  it("renews under the fleet's lease and the directory's lock, and leaves neither", function()
+    local d = tree()
+    local r = H.run({ H.host, script, "example.org", d },
+                    { env = { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") } })
+    assert.are.equal(0, r.status, r.stderr)
+    local token = r.stdout:match("fleet lock on example.org, token (%d+)")
+    assert.is_not_nil(token, r.stdout)
+    assert.matches("installed the new certificate\nreloaded; renewal done", r.stdout)
+    assert.are.equal(token, H.read(d .. "/live/token"))
+    assert.matches("token " .. token, H.read(d .. "/live/cert.pem"))
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+    assert.are.same({}, c:keys("luaguard/lock/example.org"))
+  end)
+
+  it("refuses to write over a newer holder's work (the fence)", function()
+    local d = tree()
+    H.write(d .. "/live/token", "999999999")
+    local r = H.run({ H.host, script, "example.net", d },
+                    { env = { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") } })
+    assert.are.equal(1, r.status)
+    assert.matches("the store holds token 999999999, newer than ours", r.stderr)
+    assert.are.equal("OLD\n", H.read(d .. "/live/cert.pem"))
+  end)
+
+  it("restores the backup and fails with LeaseLost when the lease goes mid-deploy", function()
+    local d = tree()
+    local job = H.spawn({ H.host, script, "example.com", d, "sh", "-c", "sleep 30" },
+                        { env = { LUAGUARD_ETCD_ENDPOINTS = c.endpoints[1], FLEET_LEASE_TTL = "2" } })
+    local deadline = H.now() + 10
+    while not job:stdout():find("installed") and H.now() < deadline do H.sleep(0.05) end
+    c:signal_member(1, "STOP")
+    assert.are.equal(1, job:wait(20))
+    c:signal_member(1, "CONT")
+    assert.matches("LeaseLost: example.com %(token %d+%)", job:stderr())
+    assert.matches("restored the previous certificate", job:stdout())
+    assert.are.equal("OLD\n", H.read(d .. "/live/cert.pem"))
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
   end)
 end)

@@ -54,13 +54,17 @@ except errors.LockError:
 
   it("forwards SIGTERM once to the command and keeps the lock until it exited", function()
     local d = H.tmpdir()
+    -- the command lingers after the signal until the test has probed the lock
+    -- (at most 10 s), so the probe never races its exit
     local job = H.spawn({ LOCK, d, "--", "sh", "-c",
-      "trap 'echo got TERM >> \"$1/log\"; sleep 0.3; echo exit >> \"$1/log\"; exit 0' TERM; " ..
+      "trap 'echo got TERM >> \"$1/log\"; n=0; while [ ! -e \"$1/go\" ] && [ $n -lt 200 ]; do " ..
+      "sleep 0.05; n=$((n+1)); done; echo exit >> \"$1/log\"; exit 0' TERM; " ..
       "echo $$ > \"$1/ready\"; while :; do sleep 0.05; done", "sh", d })
     H.wait_for(d .. "/ready")
     H.kill(job:pid(), "TERM")
-    H.sleep(0.15)
+    H.wait_for_file(d .. "/log", 10)
     local probe = H.run({ LOCK, "-w", "0", "-q", d, "--", "true" })
+    H.write(d .. "/go", "")
     assert.are.equal(1, probe.status)
     assert.are.equal(143, job:wait(20), job:stderr())
     assert.are.equal("got TERM\nexit\n", H.read(d .. "/log"))

@@ -36,7 +36,7 @@ describe("scripts/install", function()
   local prefix
   setup(function()
     prefix = H.tmpdir() .. "/prefix"
-    local r = H.run({ H.root .. "/scripts/install", prefix })
+    local r = H.run({ H.root .. "/scripts/install", prefix }, { limit = 300 })
     assert.are.equal(0, r.status, r.stderr)
   end)
   teardown(H.cleanup_tmp)
@@ -55,6 +55,14 @@ describe("scripts/install", function()
     assert.are.equal("1\tfunction\n", r.stdout, r.stderr)
   end)
 
+  it("gives a host that finds its lease module beside itself, with no LUA_CPATH", function()
+    local r = H.run({ prefix .. "/bin/luaguard", "-e", [[
+      local ok, e = pcall(lock.lease, "x", {endpoints = {"http://127.0.0.1:1"}})
+      print(e.kind, package.loaded["luaguard.lease"] ~= nil)
+    ]] }, { dir = "/", env = { LUA_CPATH = false, LUA_CPATH_5_4 = false } })
+    assert.are.equal("EtcdError\ttrue\n", r.stdout, r.stderr)
+  end)
+
   it("is found by stock lua5.4 with the SPEC's LUA_PATH/LUA_CPATH", function()
     local r = H.run({ H.lua, "-e", "local g = require 'luaguard'; print(g._VERSION, package.searchpath('luaguard.core', package.cpath))" },
       { dir = "/", env = {
@@ -71,7 +79,7 @@ describe("scripts/install", function()
     local cc = ("cd %s && cc %s -o shared %s $(pkg-config --cflags --libs luaguard) && "
              .. "cc %s -o static %s $(pkg-config --cflags luaguard) %s/lib/libluaguard.a $(pkg-config --libs lua5.4) -lm")
              :format(H.quote(d), H.sanitize_cflags, example, H.sanitize_cflags, example, H.quote(prefix))
-    local r = H.run({ "sh", "-c", cc }, { env = env })
+    local r = H.run({ "sh", "-c", cc }, { env = env, limit = 300 })
     assert.are.equal(0, r.status, r.stderr)
     local script = H.write(d .. "/s.lua", "local h = luaguard.ExitHandler(print, 'embedded ok'); h:close()")
     r = H.run({ d .. "/shared", script }, { env = { LD_LIBRARY_PATH = prefix .. "/lib" } })

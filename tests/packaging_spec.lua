@@ -40,7 +40,7 @@ describe("the rockspec", function()
                     { dir = H.root })
     assert.are.equal(0, r.status, r.stderr)
     r = H.run({ "luarocks", "--lua-version=5.4", "--tree=" .. tree, "make", "--deps-mode=none",
-                "luaguard-" .. version .. "-1.rockspec" }, { dir = src })
+                "luaguard-" .. version .. "-1.rockspec" }, { dir = src, limit = 300 })
     assert.are.equal(0, r.status, r.stdout .. r.stderr)
     local lib = tree .. "/lib/lua/5.4/luaguard/core.so"
     assert.is_true(H.exists(lib))
@@ -51,6 +51,8 @@ describe("the rockspec", function()
       local h <close> = g.ExitHandler(print, "cleanup ran")
       print(g._VERSION, package.searchpath("luaguard.core", package.cpath), l:is_locked())
       l:release()
+      local ok, e = pcall(g.lock.lease, "x", {endpoints = {"http://127.0.0.1:1"}})
+      assert(not ok and e.kind == "EtcdError", tostring(e))   -- luaguard.lease loaded
     ]] }, { dir = "/", env = {
       D = d,
       LUA_PATH = tree .. "/share/lua/5.4/?.lua;" .. tree .. "/share/lua/5.4/?/init.lua;;",
@@ -66,10 +68,11 @@ describe("scripts/install with DESTDIR", function()
 
   it("stages under DESTDIR, with PREFIX in the pkg-config file and the man page versioned", function()
     local stage = H.tmpdir()
-    local r = H.run({ H.root .. "/scripts/install", "/opt/luaguard" }, { env = { DESTDIR = stage } })
+    local r = H.run({ H.root .. "/scripts/install", "/opt/luaguard" }, { env = { DESTDIR = stage }, limit = 300 })
     assert.are.equal(0, r.status, r.stderr)
     local root = stage .. "/opt/luaguard"
-    for _, f in ipairs({ "bin/luaguard", "lib/lua/5.4/luaguard/core.so", "share/lua/5.4/luaguard/init.lua",
+    for _, f in ipairs({ "bin/luaguard", "lib/lua/5.4/luaguard/core.so", "lib/lua/5.4/luaguard/lease.so",
+                         "share/lua/5.4/luaguard/init.lua",
                          "include/luaguard.h", "lib/libluaguard.a", "lib/libluaguard.so",
                          "lib/pkgconfig/luaguard.pc", "share/man/man1/luaguard.1",
                          "share/luaguard/types/luaguard.lua",
@@ -101,7 +104,11 @@ describe("the LuaLS annotations (lua/luaguard/meta.lua)", function()
       local g = require "luaguard"
       local names = {}
       for k, v in pairs(g) do if type(v) == "function" then names[#names + 1] = "luaguard." .. k end end
+      local _ = g.lock.lease     -- loads luaguard.lease (first use)
       for k in pairs(g.lock) do names[#names + 1] = "lock." .. k end
+      for k in pairs(debug.getregistry()["luaguard.LeaseLock"].__index) do
+        names[#names + 1] = "LeaseLock:" .. k
+      end
       local l = g.lock.LockFile(os.tmpname() .. ".lock")
       for k in pairs(getmetatable(l).__index) do names[#names + 1] = "LockFile:" .. k end
       l:release()
@@ -124,7 +131,8 @@ describe("the LuaLS annotations (lua/luaguard/meta.lua)", function()
     assert.is_true(n >= 10)
     for _, class in ipairs({ "luaguard.LockFile", "luaguard.ErrorHandler", "luaguard.ExitHandler",
                              "luaguard.SignalExit", "luaguard.LockError", "luaguard.OSError",
-                             "luaguard.Process", "luaguard.ProcessError" }) do
+                             "luaguard.Process", "luaguard.ProcessError", "luaguard.LeaseLock",
+                             "luaguard.EtcdError", "luaguard.LeaseLost" }) do
       assert.is_truthy(meta:find("---@class " .. class, 1, true), class .. " has no class")
     end
   end)
@@ -169,5 +177,9 @@ describe("the exported symbols", function()
         assert.is_true(api[name] == true, ("%s exports %s, which luaguard.h does not declare"):format(file, name))
       end
     end
+  end)
+
+  it("luaguard/lease.so exports its opener and nothing else", function()
+    assert.are.same({ "luaopen_luaguard_lease" }, exported(H.build .. "/lib/lua/luaguard/lease.so"))
   end)
 end)

@@ -29,8 +29,9 @@ describe("README.md", function()
       if block.lang == "lua" then
         r = H.run_script(block.body, {}, { dir = H.tmpdir(), env = { TMPDIR = H.tmpdir() } })
       elseif block.lang == "sh" then
+        -- (a block may build: scripts/build can take minutes from scratch)
         r = H.run({ "bash", "-euo", "pipefail", "-c", block.body },
-                  { dir = H.root, env = { TMPDIR = H.tmpdir() } })
+                  { dir = H.root, env = { TMPDIR = H.tmpdir() }, limit = 600 })
       else
         error("no runner for " .. block.lang)
       end

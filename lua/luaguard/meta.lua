@@ -72,14 +72,17 @@ function Handler:received() end
 
 ---Errors are tables with a `kind`; `tostring` gives the message.
 ---@class luaguard.Error
----@field kind "LockError"|"OSError"|"SignalExit"|"ProcessError"
+---@field kind "LockError"|"OSError"|"SignalExit"|"ProcessError"|"EtcdError"|"LeaseLost"
 ---@field message string
 
 ---The lock is held elsewhere (another process, or another LockFile).
 ---@class luaguard.LockError: luaguard.Error
 ---@field kind "LockError"
----@field path string The lock file.
+---@field path? string The lock file (a LockFile's).
 ---@field pid? integer The holder's process id, when it can be known.
+---@field name? string The lease lock's name (a LeaseLock's).
+---@field holder? string The holding key (a LeaseLock's).
+---@field lease? string The holder's lease ID, a string (a LeaseLock's).
 ---@field waited number Seconds spent waiting.
 
 ---Any other failure: missing directory, permission, a symlink or FIFO at the
@@ -165,8 +168,80 @@ function proc.run(argv, opts) end
 ---@throws luaguard.OSError
 function proc.spawn(argv, opts) end
 
+---@class luaguard.LeaseOptions
+---@field endpoints? string[] etcd URLs, tried in turn (default LUAGUARD_ETCD_ENDPOINTS, comma-separated, else http://127.0.0.1:2379).
+---@field ttl? integer The lease's life in seconds (default 15, at least 2), renewed every ttl/3.
+---@field timeout? number Seconds to wait: 0 (default) fails at once, math.huge waits forever; a handled signal cuts it short.
+---@field prefix? string Key prefix (default "luaguard/lock/"): etcdctl lock <prefix><name> excludes it.
+---@field cacert? string CA file (PEM) for https endpoints.
+---@field cert? string Client certificate (PEM).
+---@field key? string Client key (PEM).
+---@field user? string etcd auth user.
+---@field password? string etcd auth password.
+
+---A lock on etcd held by a lease (lock.lease). `tostring` gives
+---`LeaseLock(<name>) <acquired N>` or `LeaseLock(<name>) <released>`.
+---@class luaguard.LeaseLock
+---@operator close: nil
+local LeaseLock = {}
+
+---Take the lock again if released (a lost one anew); nothing when held.
+---@param opts? {timeout?: number}
+function LeaseLock:acquire(opts) end
+
+---Revoke the lease (its key goes with it). Never raises LeaseLost.
+function LeaseLock:release() end
+
+---Held, and the lease known alive.
+---@return boolean
+function LeaseLock:is_locked() end
+
+---true while the lease is known alive (false when released).
+---@return boolean
+---@throws luaguard.LeaseLost
+function LeaseLock:check() end
+
+---The fencing token: the lock key's create revision, larger for every new holder.
+---@return integer?
+---@throws luaguard.LeaseLost
+function LeaseLock:token() end
+
+---The lock key (`<prefix><name>/<lease hex>`).
+---@return string?
+---@throws luaguard.LeaseLost
+function LeaseLock:key() end
+
+---The HTTP requests this lock has made (tests, benchmarks).
+---@return integer
+function LeaseLock:requests() end
+
+---@class luaguard.EtcdError: luaguard.Error
+---@field kind "EtcdError"
+---@field endpoint string The endpoint tried last.
+---@field code integer etcd's code, else the HTTP status, else curl's error.
+
+---The lease of a held LeaseLock went: raised in a guarded block as a signal
+---would stop it (unswallowable there; children stopped, cleanups LIFO).
+---@class luaguard.LeaseLost: luaguard.Error
+---@field kind "LeaseLost"
+---@field name string
+---@field key string
+---@field token integer
+
 ---@class luaguard.lock
 local lock = {}
+
+---A held LeaseLock on etcd (lock.LeaseLock is the same), loaded on first use.
+---@param name string
+---@param opts? luaguard.LeaseOptions
+---@return luaguard.LeaseLock
+---@throws luaguard.LockError|luaguard.EtcdError|luaguard.SignalExit
+function lock.lease(name, opts) end
+
+---@param name string
+---@param opts? luaguard.LeaseOptions
+---@return luaguard.LeaseLock
+function lock.LeaseLock(name, opts) end
 
 ---A held LockFile on `dir/.certbot.lock`: the file certbot itself locks.
 ---@param dir string

@@ -1,0 +1,67 @@
+/*
+** lease_threads — the lease core's two threads under -fsanitize=thread
+** (tests/lease_spec.lua builds and runs it against the test cluster): the
+** caller asks lg_lease_alive in a loop while the keep-alive thread renews,
+** then the member it is pinned to is stopped (by the spec, on our "held"
+** line) and the thread reports the loss through the callback, which the
+** caller sees. ThreadSanitizer reports any race between them; TAP out.
+**
+**   lease_threads ENDPOINT NAME
+*/
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "lg_etcd.h"
+#include "tap.h"
+
+static volatile int lost_calls;   /* written by the thread, read here: atomics */
+
+static void on_lost(void *ud) {
+  (void)ud;
+  __atomic_add_fetch(&lost_calls, 1, __ATOMIC_SEQ_CST);
+}
+
+static void nap_ms(long ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv) {
+  lg_etcd_config cfg;
+  lg_etcd_error err;
+  lg_lease_wait w;
+  lg_lease *ls;
+  int i, alive_seen = 0;
+  if (argc != 3) {
+    fprintf(stderr, "usage: lease_threads ENDPOINT NAME\n");
+    return 2;
+  }
+  memset(&cfg, 0, sizeof cfg);
+  memset(&w, 0, sizeof w);
+  cfg.endpoints[0] = argv[1];
+  cfg.nendpoints = 1;
+  w.timeout = 5;
+  ls = lg_lease_new(&cfg, argv[2], 2);
+  CHECK(ls != NULL, "a lease lock");
+  if (ls == NULL) return tap_done();
+  CHECK_INT(LG_LEASE_OK, lg_lease_acquire(ls, &w, on_lost, NULL, &err), "acquired");
+  for (i = 0; i < 30; i++) {       /* 1.5 s: two renewals or more */
+    alive_seen += lg_lease_alive(ls);
+    nap_ms(50);
+  }
+  CHECK_INT(30, alive_seen, "alive through its renewals");
+  printf("# held\n");
+  fflush(stdout);
+  for (i = 0; i < 200 && !lg_lease_lost(ls); i++) {   /* the spec stops the member */
+    (void)lg_lease_alive(ls);
+    nap_ms(25);
+  }
+  CHECK(lg_lease_lost(ls), "the loss is seen once the member is silent");
+  CHECK_INT(1, __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST), "the callback ran once");
+  CHECK_INT(0, lg_lease_release(ls, &err), "a lost lease releases without a request");
+  lg_lease_free(ls);
+  return tap_done();
+}
