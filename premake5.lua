@@ -221,6 +221,12 @@ project "bench_spawn_floor"
   targetdir (BUILD .. "/bin")
   files { "tests/bench/spawn_floor.c" }
 
+project "bench_lease_handoff"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/bench/lease_handoff.c", "src/core/lg_etcd.c" }
+  links { "curl", "cjson", "pthread" }
+
 project "bench_lease_floor"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")

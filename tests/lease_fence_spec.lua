@@ -129,7 +129,10 @@ describe("lock.lease fencing", function()
       end
     ]]):format(d .. "/log", d .. "/ready"), nil, { env = env() })
     H.wait_for(d .. "/ready")
-    H.sleep(0.3)
+    local deadline = H.now() + 30        -- two writes at least (slow under valgrind)
+    while select(2, (H.read(d .. "/log") or ""):gsub("\n", "")) < 2 and H.now() < deadline do
+      H.sleep(0.05)
+    end
     H.kill(job:pid(), "STOP")
     H.sleep(0.1)
     local before = select(2, H.read(d .. "/log"):gsub("\n", ""))

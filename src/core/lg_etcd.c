@@ -186,6 +186,83 @@ static int conn_open(conn *c, const lg_etcd_config *cfg, long *requests) {
   return 0;
 }
 
+/*
+** Idle connections of finished lease locks, kept for the next one with the
+** same configuration (a script that takes and releases many locks then talks
+** over one kept-alive connection, as curl would): at most POOL_MAX, any
+** thread, under pool_mutex. The key is the configuration's strings.
+*/
+#define POOL_MAX 4
+typedef struct pooled {
+  conn c;
+  char *key;
+} pooled;
+static pooled pool[POOL_MAX];
+static int pool_n;
+static pthread_mutex_t pool_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static char *config_key(const lg_etcd_config *cfg) {
+  size_t n = 1;
+  int i;
+  char *key;
+  const char *parts[5];
+  parts[0] = cfg->cacert; parts[1] = cfg->cert; parts[2] = cfg->key;
+  parts[3] = cfg->user; parts[4] = cfg->password;
+  for (i = 0; i < cfg->nendpoints; i++) n += strlen(cfg->endpoints[i]) + 1;
+  for (i = 0; i < 5; i++) n += (parts[i] != NULL ? strlen(parts[i]) : 0) + 2;
+  if ((key = malloc(n)) == NULL) return NULL;
+  key[0] = '\0';
+  for (i = 0; i < cfg->nendpoints; i++) { strcat(key, cfg->endpoints[i]); strcat(key, ","); }
+  for (i = 0; i < 5; i++) {
+    strcat(key, "\n");
+    if (parts[i] != NULL) { strcat(key, "="); strcat(key, parts[i]); }
+  }
+  return key;
+}
+
+static void conn_close(conn *c);
+
+/* A pooled connection for cfg into *c (1), or none (0). */
+static int pool_take(conn *c, const lg_etcd_config *cfg, long *requests) {
+  char *key = config_key(cfg);
+  int i, found = 0;
+  if (key == NULL) return 0;
+  pthread_mutex_lock(&pool_mutex);
+  for (i = 0; i < pool_n && !found; i++)
+    if (strcmp(pool[i].key, key) == 0) {
+      *c = pool[i].c;
+      free(pool[i].key);
+      pool[i] = pool[--pool_n];
+      found = 1;
+    }
+  pthread_mutex_unlock(&pool_mutex);
+  free(key);
+  if (found) {
+    c->cfg = cfg;           /* the same strings, the new owner's copy */
+    c->requests = requests;
+  }
+  return found;
+}
+
+/* Keep c for the next lease lock of its configuration, or close it. */
+static void pool_give(conn *c) {
+  char *key = c->easy != NULL ? config_key(c->cfg) : NULL;
+  if (key != NULL) {
+    pthread_mutex_lock(&pool_mutex);
+    if (pool_n < POOL_MAX) {
+      pool[pool_n].c = *c;
+      pool[pool_n].c.cfg = NULL;      /* its owner's copy goes with the owner */
+      pool[pool_n].c.requests = NULL;
+      pool[pool_n++].key = key;
+      key = NULL;
+      memset(c, 0, sizeof *c);
+    }
+    pthread_mutex_unlock(&pool_mutex);
+    free(key);
+  }
+  conn_close(c);            /* nothing left when pooled */
+}
+
 static void conn_close(conn *c) {
   if (c->easy != NULL) curl_easy_cleanup(c->easy);
   if (c->multi != NULL) curl_multi_cleanup(c->multi);
@@ -588,7 +665,7 @@ lg_lease *lg_lease_new(const lg_etcd_config *cfg, const char *name, int ttl) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&ls->wake, &ca);
   pthread_condattr_destroy(&ca);
-  if (ls->name == NULL || conn_open(&ls->main, &ls->cfg, &ls->requests) != 0) {
+  if (ls->name == NULL) {
     lg_lease_free(ls);
     errno = ENOMEM;
     return NULL;
@@ -601,7 +678,7 @@ void lg_lease_free(lg_lease *ls) {
   if (ls == NULL) return;
   if (ls->held) lg_lease_release(ls, NULL);
   stop_keeper(ls);
-  conn_close(&ls->main);
+  pool_give(&ls->main);
   conn_close(&ls->keeper);
   for (i = 0; i < ls->cfg.nendpoints; i++) free((char *)ls->cfg.endpoints[i]);
   free((char *)ls->cfg.cacert);
@@ -645,8 +722,26 @@ static void drop_lease(lg_lease *ls) {
   ls->id = 0;
 }
 
+static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, void *ud,
+                   lg_etcd_error *err);
+
+/* The caller's connection is the pool's between holds (see pool_take). */
 int lg_lease_acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, void *ud,
                      lg_etcd_error *err) {
+  int rc;
+  if (ls->held) return LG_LEASE_OK;
+  if (ls->main.easy == NULL && !pool_take(&ls->main, &ls->cfg, &ls->requests) &&
+      conn_open(&ls->main, &ls->cfg, &ls->requests) != 0) {
+    set_error(err, "", 0, "out of memory");
+    return LG_LEASE_ETCD;
+  }
+  rc = acquire(ls, w, lost, ud, err);
+  if (rc != LG_LEASE_OK) pool_give(&ls->main);
+  return rc;
+}
+
+static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, void *ud,
+                   lg_etcd_error *err) {
   double start = now_s();
   double deadline = isinf(w->timeout) || w->timeout > 1e9 ? HUGE_VAL : start + w->timeout;
   if (ls->held) return LG_LEASE_OK;
@@ -730,6 +825,7 @@ int lg_lease_release(lg_lease *ls, lg_etcd_error *err) {
   ls->id = 0;
   free(ls->key);
   ls->key = NULL;
+  pool_give(&ls->main);
   return rc == POST_OK ? 0 : -1;
 }
 

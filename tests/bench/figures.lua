@@ -74,32 +74,6 @@ elseif mode == "lease" then
     requests = l:requests()             -- this lock's, from its grant to its revoke
   end
   io.stderr:write(("requests per cycle: %d\n"):format(requests))
-elseif mode == "lease_handoff" then
-  -- one side of a hand-off: 'hold' takes the lock N times, each time writing
-  -- the time just before its release; 'wait' takes it after each release and
-  -- prints the gaps (wall clock, date(1): an upper bound)
-  local side, endpoint, name, n, dir = arg[2], arg[3], arg[4], tonumber(arg[5]), arg[6]
-  local function now_ns() local p = io.popen("date +%s%N"); local t = p:read("n"); p:close(); return t end
-  local function exists(path) local f = io.open(path) if f then f:close() end return f ~= nil end
-  for i = 1, n do
-    if side == "hold" then
-      local l = lock.lease(name, { endpoints = { endpoint }, timeout = 30 })
-      io.open(dir .. "/held." .. i, "w"):close()
-      while not exists(dir .. "/waiting." .. i) do os.execute("sleep 0.005") end
-      os.execute("sleep 0.05")               -- the waiter is in lock/lock by now
-      local t = now_ns()
-      l:release()
-      local f = io.open(dir .. "/released." .. i, "w"); f:write(t, "\n"); f:close()
-      while not exists(dir .. "/got." .. i) do os.execute("sleep 0.005") end
-    else
-      while not exists(dir .. "/held." .. i) do os.execute("sleep 0.005") end
-      io.open(dir .. "/waiting." .. i, "w"):close()
-      local l = lock.lease(name, { endpoints = { endpoint }, timeout = 30 })
-      local t = now_ns()
-      l:release()
-      local f = io.open(dir .. "/got." .. i, "w"); f:write(t, "\n"); f:close()
-    end
-  end
 elseif mode == "memory" then
   local n = tonumber(arg[3])
   local work = arg[2] == "lock" and function(count) cycle_lock(arg[4], count) end or cycle_handler
