@@ -118,6 +118,22 @@ function Cluster:leader()
   return nil
 end
 
+-- A host process holding lock.lease(name) on the cluster until dir/stop
+-- appears; then it releases, writes dir/released and exits 0. Returned once
+-- it holds (dir/held).
+function Cluster:hold(name, dir)
+  local job = H.spawn_script(([[
+    local l = lock.lease(%q)
+    io.open(%q, "w"):close()
+    while not io.open(%q) do os.execute("sleep 0.02") end
+    l:release()
+    io.open(%q, "w"):close()
+  ]]):format(name, dir .. "/held", dir .. "/stop", dir .. "/released"), nil,
+    { env = { LUAGUARD_ETCD_ENDPOINTS = table.concat(self.endpoints, ",") } })
+  H.wait_for_file(dir .. "/held", 10)
+  return job
+end
+
 -- Stop every member (SIGTERM, then SIGKILL), remove the directory unless keep.
 function Cluster:stop(keep)
   for _, m in ipairs(self.members) do

@@ -161,27 +161,19 @@ describe("lock.lease fencing", function()
   it("never reports a lock to a waiter whose lease expired while it waited (etcd-io/etcd#11456)", function()
     local nm = name()
     local d = H.tmpdir()
-    local holder = H.spawn_script(([[
-      local l = lock.lease(%q)
-      io.open(%q, "w"):close()
-      while not io.open(%q) do os.execute("sleep 0.02") end
-      l:release()
-      io.open(%q, "w"):close()
-      os.execute("sleep 600")
-    ]]):format(nm, d .. "/held", d .. "/release", d .. "/released"), nil, { env = env() })
-    H.wait_for_file(d .. "/held", 10)
+    local holder = c:hold(nm, d)
     local waiter = H.spawn_script(([[
       io.open(%q, "w"):close()
       local l = lock.lease(%q, {ttl = 2, timeout = 30, endpoints = {%q}})
       print(l:key(), l:token())
       io.stdout:flush()
-      os.execute("sleep 600")
-    ]]):format(d .. "/waiting", nm, c.endpoints[1]), nil, { env = env() })
+      while not io.open(%q) do os.execute("sleep 0.05") end
+    ]]):format(d .. "/waiting", nm, c.endpoints[1], d .. "/done"), nil, { env = env() })
     H.wait_for_file(d .. "/waiting", 10)
     H.sleep(0.5)                      -- its lock/lock request is waiting at etcd
     H.kill(waiter:pid(), "STOP")      -- its renewals stop: the lease expires
     H.sleep(3.5)
-    H.write(d .. "/release", "")      -- etcd may now answer the dead waiter
+    H.write(d .. "/stop", "")         -- the holder releases: etcd may now answer the dead waiter
     H.wait_for_file(d .. "/released", 10)
     H.sleep(0.5)
     H.kill(waiter:pid(), "CONT")
@@ -192,9 +184,8 @@ describe("lock.lease fencing", function()
     -- what it reports is a live key of its own, not the expired lease's
     local r = c:etcdctl({ "get", key, "-w", "json" })
     assert.matches('"create_revision":' .. token, r.stdout)
-    H.kill(waiter:pid(), "KILL")
-    H.kill(holder:pid(), "KILL")
-    waiter:wait(10)
-    holder:wait(10)
+    H.write(d .. "/done", "")
+    assert.are.equal(0, waiter:wait(10))
+    assert.are.equal(0, holder:wait(10))
   end)
 end)

@@ -77,19 +77,14 @@ describe("lock.lease", function()
     assert.matches("got\t%d+", r.stdout)
     assert.are.equal(0, holder:wait(10))
     -- now the other way round: we hold, etcdctl waits
-    local job = H.spawn_script(([[
-      local l = lock.lease(%q)
-      io.open(%q, "w"):close()
-      while not io.open(%q) do os.execute("sleep 0.02") end
-      l:release()
-    ]]):format(nm, d .. "/we_hold", d .. "/we_stop"), nil, { env = env() })
-    H.wait_for_file(d .. "/we_hold", 10)
+    d = H.tmpdir()
+    local job = c:hold(nm, d)
     local waiter = H.spawn({ "etcdctl", "--endpoints", table.concat(c.endpoints, ","), "lock", "--",
                              "luaguard/lock/" .. nm, "touch", d .. "/etcdctl_got" },
                            { env = { ETCDCTL_API = "3" } })
     H.sleep(1)
     assert.is_false(H.exists(d .. "/etcdctl_got"), "etcdctl waits while we hold")
-    H.write(d .. "/we_stop", "")
+    H.write(d .. "/stop", "")
     assert.are.equal(0, job:wait(10))
     assert.are.equal(0, waiter:wait(10))
     assert.is_true(H.exists(d .. "/etcdctl_got"))
@@ -98,12 +93,7 @@ describe("lock.lease", function()
   it("gives up at its timeout with a LockError and leaves no waiter's key", function()
     local nm = name()
     local d = H.tmpdir()
-    local job = H.spawn_script(([[
-      local l = lock.lease(%q)
-      io.open(%q, "w"):close()
-      while not io.open(%q) do os.execute("sleep 0.02") end
-    ]]):format(nm, d .. "/held", d .. "/stop"), nil, { env = env() })
-    H.wait_for_file(d .. "/held", 10)
+    local job = c:hold(nm, d)
     local r = lua(([[
       local t0 = os.time()
       local ok, e = pcall(lock.lease, %q, {timeout = 0.5})
@@ -179,12 +169,7 @@ describe("lock.lease", function()
   it("is cut short by a handled signal while it waits: cleanups run, no key is left", function()
     local nm = name()
     local d = H.tmpdir()
-    local holder = H.spawn_script(([[
-      local l = lock.lease(%q)
-      io.open(%q, "w"):close()
-      while not io.open(%q) do os.execute("sleep 0.02") end
-    ]]):format(nm, d .. "/held", d .. "/stop"), nil, { env = env() })
-    H.wait_for_file(d .. "/held", 10)
+    local holder = c:hold(nm, d)
     local waiter = H.spawn_script(([[
       local h <close> = ExitHandler(function() io.stderr:write("cleanup ran\n") end)
       io.open(%q, "w"):close()
@@ -251,6 +236,22 @@ describe("lock.lease", function()
     assert.is_nil(job:stderr():find("ThreadSanitizer", 1, true), job:stderr())
     assert.is_nil(job:stdout():find("not ok", 1, true), job:stdout())
     assert.matches("ok %d+ %- the callback ran once", job:stdout())
+  end)
+
+  it("is never released by a process forked from its holder", function()
+    local d = H.tmpdir()
+    local exe = d .. "/lease_fork"
+    local argv = { "gcc", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-O1", "-g",
+                   "-I" .. H.root .. "/src/core", "-I" .. H.root .. "/tests/c",
+                   H.root .. "/tests/c/lease_threads.c", H.root .. "/src/core/lg_etcd.c",
+                   "-o", exe, "-lcurl", "-lcjson", "-lpthread" }
+    if H.sanitize_cflags ~= "" then table.insert(argv, 2, H.sanitize_cflags) end
+    local r = H.run(argv, { limit = 300 })
+    assert.are.equal(0, r.status, r.stderr)
+    r = H.run({ exe, c.endpoints[1], "luaguard/lock/" .. name(), "fork" })
+    assert.are.equal(0, r.status, r.stdout .. r.stderr)
+    assert.matches("ok %d+ %- the parent's lease lives on", r.stdout)
+    assert.is_nil(r.stdout:find("not ok", 1, true), r.stdout)
   end)
 
   it("keeps the lock, with the same token, when the leader is killed", function()

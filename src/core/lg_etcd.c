@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -64,6 +65,7 @@ typedef struct conn {
 } conn;
 
 struct lg_lease {
+  pid_t owner;                    /* the process that made it (see forget_in_child) */
   lg_etcd_config cfg;             /* copied strings, freed with the lease */
   char *name;                     /* prefix .. name */
   int ttl;
@@ -196,6 +198,7 @@ static int conn_open(conn *c, const lg_etcd_config *cfg, long *requests) {
 typedef struct pooled {
   conn c;
   char *key;
+  pid_t pid;                /* a forked child never uses its parent's sockets */
 } pooled;
 static pooled pool[POOL_MAX];
 static int pool_n;
@@ -229,7 +232,7 @@ static int pool_take(conn *c, const lg_etcd_config *cfg, long *requests) {
   if (key == NULL) return 0;
   pthread_mutex_lock(&pool_mutex);
   for (i = 0; i < pool_n && !found; i++)
-    if (strcmp(pool[i].key, key) == 0) {
+    if (pool[i].pid == getpid() && strcmp(pool[i].key, key) == 0) {
       *c = pool[i].c;
       free(pool[i].key);
       pool[i] = pool[--pool_n];
@@ -253,6 +256,7 @@ static void pool_give(conn *c) {
       pool[pool_n].c = *c;
       pool[pool_n].c.cfg = NULL;      /* its owner's copy goes with the owner */
       pool[pool_n].c.requests = NULL;
+      pool[pool_n].pid = getpid();
       pool[pool_n++].key = key;
       key = NULL;
       memset(c, 0, sizeof *c);
@@ -481,15 +485,23 @@ static int grant(conn *c, int ttl, int64_t *id, int64_t *granted, double deadlin
   return POST_OK;
 }
 
+/* POST {"ID": id} to path (keepalive, revoke). */
+static int post_id(conn *c, const char *path, int64_t id, cJSON **reply, double deadline,
+                   double attempt_s, lg_etcd_error *err) {
+  cJSON *req = cJSON_CreateObject();
+  int rc;
+  add_int64(req, "ID", id);
+  rc = post(c, path, req, reply, deadline, attempt_s, NULL, err);
+  cJSON_Delete(req);
+  return rc;
+}
+
 /* lease/keepalive: *ttl left (0: the lease is gone), or a POST_* error. */
 static int keepalive(conn *c, int64_t id, int64_t *ttl, double deadline, double attempt_s,
                      lg_etcd_error *err) {
-  cJSON *req = cJSON_CreateObject(), *reply;
+  cJSON *reply;
   const cJSON *result;
-  int rc;
-  add_int64(req, "ID", id);
-  rc = post(c, "/v3/lease/keepalive", req, &reply, deadline, attempt_s, NULL, err);
-  cJSON_Delete(req);
+  int rc = post_id(c, "/v3/lease/keepalive", id, &reply, deadline, attempt_s, err);
   if (rc != POST_OK) return rc;
   result = cJSON_GetObjectItemCaseSensitive(reply, "result");
   *ttl = result != NULL ? int64_field(result, "TTL") : 0;
@@ -498,11 +510,8 @@ static int keepalive(conn *c, int64_t id, int64_t *ttl, double deadline, double 
 }
 
 static int lease_revoke(conn *c, int64_t id, double deadline, lg_etcd_error *err) {
-  cJSON *req = cJSON_CreateObject(), *reply;
-  int rc;
-  add_int64(req, "ID", id);
-  rc = post(c, "/v3/lease/revoke", req, &reply, deadline, ATTEMPT_S, NULL, err);
-  cJSON_Delete(req);
+  cJSON *reply;
+  int rc = post_id(c, "/v3/lease/revoke", id, &reply, deadline, ATTEMPT_S, err);
   if (rc == POST_OK) cJSON_Delete(reply);
   else if (rc == POST_ETCD && err != NULL && err->code == 5) rc = POST_OK;   /* NotFound: gone already */
   return rc;
@@ -568,9 +577,17 @@ static int range_first(conn *c, const char *from, const char *to, int *found, ch
 
 /* ---- the keep-alive thread ---- */
 
+/* Once, from whichever thread sees it first; the callback is read under
+** the mutex (acquire sets it there) and called outside it. */
 static void mark_lost(lg_lease *ls) {
-  if (__atomic_exchange_n(&ls->lost, 1, __ATOMIC_ACQ_REL) == 0 && ls->lost_fn != NULL)
-    ls->lost_fn(ls->lost_ud);
+  lg_lease_lost_fn fn;
+  void *ud;
+  if (__atomic_exchange_n(&ls->lost, 1, __ATOMIC_ACQ_REL) != 0) return;
+  pthread_mutex_lock(&ls->mutex);
+  fn = ls->lost_fn;
+  ud = ls->lost_ud;
+  pthread_mutex_unlock(&ls->mutex);
+  if (fn != NULL) fn(ud);
 }
 
 static void *keeper(void *arg) {
@@ -660,6 +677,7 @@ lg_lease *lg_lease_new(const lg_etcd_config *cfg, const char *name, int ttl) {
   ls->cfg.password = dup_or_null(cfg->password);
   ls->name = strdup(name);
   ls->ttl = ttl;
+  ls->owner = getpid();
   pthread_mutex_init(&ls->mutex, NULL);
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -673,9 +691,26 @@ lg_lease *lg_lease_new(const lg_etcd_config *cfg, const char *name, int ttl) {
   return ls;
 }
 
+/*
+** A process forked from the holder (no exec) inherits the lease's memory but
+** not its thread, and shares its sockets: it must neither revoke the
+** parent's lease, nor join a thread it does not have, nor close (for TLS:
+** shut down) connections the parent still uses. It forgets them; their
+** memory stays with the child until it exits or execs.
+*/
+static int forget_in_child(lg_lease *ls) {
+  if (ls->owner == getpid()) return 0;
+  ls->held = 0;
+  ls->thread_running = 0;
+  memset(&ls->main, 0, sizeof ls->main);
+  memset(&ls->keeper, 0, sizeof ls->keeper);
+  return 1;
+}
+
 void lg_lease_free(lg_lease *ls) {
-  int i;
+  int i, child;
   if (ls == NULL) return;
+  child = forget_in_child(ls);
   if (ls->held) lg_lease_release(ls, NULL);
   stop_keeper(ls);
   pool_give(&ls->main);
@@ -688,8 +723,10 @@ void lg_lease_free(lg_lease *ls) {
   free((char *)ls->cfg.password);
   free(ls->name);
   free(ls->key);
-  pthread_mutex_destroy(&ls->mutex);
-  pthread_cond_destroy(&ls->wake);
+  if (!child) {             /* a copy may have a waiter that is not here: it */
+    pthread_mutex_destroy(&ls->mutex);   /* would wait for it forever */
+    pthread_cond_destroy(&ls->wake);
+  }
   free(ls);
 }
 
@@ -730,6 +767,8 @@ int lg_lease_acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost
                      lg_etcd_error *err) {
   int rc;
   if (ls->held) return LG_LEASE_OK;
+  forget_in_child(ls);
+  ls->owner = getpid();     /* a child may take a lease of its own */
   if (ls->main.easy == NULL && !pool_take(&ls->main, &ls->cfg, &ls->requests) &&
       conn_open(&ls->main, &ls->cfg, &ls->requests) != 0) {
     set_error(err, "", 0, "out of memory");
@@ -756,7 +795,9 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
     rc = grant(&ls->main, ls->ttl, &ls->id, &granted, setup_deadline, w, err);
     if (rc != POST_OK) return rc == POST_INTERRUPTED ? LG_LEASE_INTERRUPTED : LG_LEASE_ETCD;
     __atomic_store_n(&ls->lost, 0, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&ls->mutex);
     ls->lost_fn = NULL;
+    pthread_mutex_unlock(&ls->mutex);
     ls->alive_until = sent + (double)granted - margin_s(ls->ttl);
     if (conn_open(&ls->keeper, &ls->cfg, &ls->requests) != 0 || start_keeper(ls) != 0) {
       set_error(err, "", 0, "could not start the keep-alive thread");
@@ -815,7 +856,7 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
 
 int lg_lease_release(lg_lease *ls, lg_etcd_error *err) {
   int rc = POST_OK;
-  if (!ls->held) return 0;
+  if (!ls->held || forget_in_child(ls)) return 0;
   ls->held = 0;
   stop_keeper(ls);
   conn_close(&ls->keeper);
