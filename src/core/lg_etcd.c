@@ -247,6 +247,24 @@ static int pool_take(conn *c, const lg_etcd_config *cfg, long *requests) {
   return found;
 }
 
+/*
+** The pool goes with the code that made it: at exit, and when lease.so is
+** unloaded (lua_close under stock lua5.4 unloads C modules last), or its
+** connections would outlive every pointer to them. A forked child's copies
+** of its parent's connections are only forgotten.
+*/
+static void pool_drain(void) __attribute__((destructor));
+static void pool_drain(void) {
+  int i;
+  pthread_mutex_lock(&pool_mutex);
+  for (i = 0; i < pool_n; i++) {
+    if (pool[i].pid == getpid()) conn_close(&pool[i].c);
+    free(pool[i].key);
+  }
+  pool_n = 0;
+  pthread_mutex_unlock(&pool_mutex);
+}
+
 /* Keep c for the next lease lock of its configuration, or close it. */
 static void pool_give(conn *c) {
   char *key = c->easy != NULL ? config_key(c->cfg) : NULL;
