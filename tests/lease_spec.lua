@@ -193,11 +193,12 @@ describe("lock.lease", function()
     -- pinned to member 1; the block loops, swallowing errors with pcall
     local job = H.spawn_script(([[
       local l = lock.lease(%q, {ttl = 2, endpoints = {%q}})
-      io.open(%q, "w"):write(l:token(), "\n"):close()
+      io.open(%q .. ".tmp", "w"):write(l:token(), "\n"):close()
+      os.rename(%q .. ".tmp", %q)        -- whole, or not there
       local h <close> = ErrorHandler(function() io.stderr:write("cleanup 1\n") end)
       h:register(function() io.stderr:write("cleanup 2\n") end)
       while true do pcall(function() for i = 1, 1e5 do end end) end
-    ]]):format(nm, c.members[1].client, d .. "/held"), nil, { env = env() })
+    ]]):format(nm, c.members[1].client, d .. "/held", d .. "/held", d .. "/held"), nil, { env = env() })
     local token = tonumber(H.wait_for_file(d .. "/held", 10))
     local t0 = H.now()
     c:signal_member(1, "STOP")
