@@ -225,26 +225,21 @@ l.release()
   return job
 end
 
--- Wait until path exists (a child's "ready" file); returns its content.
-function H.wait_for(path, timeout)
-  local deadline = os.time() + (timeout or 10)
-  while not H.exists(path) do
-    if os.time() > deadline then error("timed out waiting for " .. path, 2) end
+-- Wait until path exists and its content is complete (complete(text), when
+-- given, says so); returns the content. Fails after timeout seconds (10).
+function H.wait_for_file(path, timeout, complete)
+  local deadline = H.now() + (timeout or 10)
+  while true do
+    local text = H.exists(path) and H.read(path)
+    if text and (complete == nil or complete(text)) then return text end
+    if H.now() > deadline then error("timed out waiting for " .. path, 2) end
     H.sleep(0.005)
   end
-  local text
-  repeat text = H.read(path) until text and text:find("\n")
-  return text
 end
 
--- Wait until path exists (any content, even none); returns its content.
-function H.wait_for_file(path, timeout)
-  local deadline = H.now() + (timeout or 10)
-  while not H.exists(path) do
-    if H.now() > deadline then error("timed out waiting for " .. path, 2) end
-    H.sleep(0.01)
-  end
-  return H.read(path)
+-- A child's "ready" file: written whole, ending with a newline.
+function H.wait_for(path, timeout)
+  return H.wait_for_file(path, timeout, function(text) return text:find("\n") ~= nil end)
 end
 
 -- Seconds since boot, to 10 ms (/proc/uptime): for durations.

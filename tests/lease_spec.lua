@@ -118,6 +118,16 @@ describe("lock.lease", function()
     ok_or_show(r)
   end)
 
+  it("tries the endpoints in turn: one that cannot be reached is passed over", function()
+    local nm = name()
+    local r = lua(([[
+      local l <close> = lock.lease(%q, {endpoints = {"http://127.0.0.1:1", %q}})
+      print(tostring(l))
+    ]]):format(nm, c.endpoints[2]), nil, { env = env() })
+    ok_or_show(r)
+    assert.matches("LeaseLock%(" .. nm .. "%) <acquired %d+>", r.stdout)
+  end)
+
   it("refuses bad arguments with Lua's usual errors", function()
     local r = lua([[
       local function bad(pattern, ...)
