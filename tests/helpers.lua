@@ -4,6 +4,7 @@
 -- Process statuses are reported as a shell sees them: 128+N for death by
 -- signal N (commands are run with 'exec', so os.execute reports the signal).
 local lfs = require "lfs"
+local system = require "system"   -- lua-system, busted's own: sleep and a monotonic clock
 
 local H = {}
 
@@ -66,8 +67,9 @@ function H.cleanup_tmp()
   tmp_root = nil
 end
 
+-- (in-process: a wait's polling spawns no shell and no sleep(1) per tick)
 function H.sleep(seconds)
-  os.execute(("sleep %.3f"):format(seconds))
+  system.sleep(seconds)
 end
 
 local function env_prefix(env)
@@ -181,9 +183,9 @@ function H.spawn(argv, opts)
     return tonumber(H.wait_for(self.pid_file):match("%d+"))
   end
   function job:wait(timeout)
-    local deadline = os.time() + (timeout or 20)
+    local deadline = H.now() + (timeout or 20)
     while not H.exists(self.status_file) do
-      if os.time() > deadline then return nil, "timed out" end
+      if H.now() > deadline then return nil, "timed out" end
       H.sleep(0.01)
     end
     return tonumber(H.read(self.status_file))
@@ -242,9 +244,9 @@ function H.wait_for(path, timeout)
   return H.wait_for_file(path, timeout, function(text) return text:find("\n") ~= nil end)
 end
 
--- Seconds since boot, to 10 ms (/proc/uptime): for durations.
+-- Seconds on a monotonic clock: for durations and deadlines.
 function H.now()
-  return tonumber(H.read("/proc/uptime"):match("^[%d.]+"))
+  return system.monotime()
 end
 
 function H.kill(pid, sig)
