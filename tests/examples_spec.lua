@@ -206,7 +206,7 @@ describe("examples/embed_host.c", function()
       local l <close> = luaguard.lock.dir(arg[1])
       local h <close> = luaguard.ExitHandler(print, "cleanup ran")
       ready(arg[1] .. "/ready")
-      while true do end
+      spin()
     ]], { d }, { interpreter = host })
     H.wait_for(d .. "/ready")
     H.kill(job:pid(), "TERM")

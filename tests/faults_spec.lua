@@ -19,7 +19,7 @@ describe("behaviours a planted fault once changed unnoticed", function()
         end })
         local inner <close> = ErrorHandler(function() io.write("inner ") end)
         kill("TERM")
-        while true do end
+        spin()
       end
     ]])
     assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
@@ -87,7 +87,7 @@ while not os.path.exists(sys.argv[3]): time.sleep(0.01)
       HELD = lock.dir(arg[1])
       G = setmetatable({}, { __gc = function() print("finalizer ran") end })
       kill("TERM")
-      while true do end
+      spin()
     ]], { d })
     assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
     assert.are.equal("finalizer ran\n", r.stdout)

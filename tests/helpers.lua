@@ -114,7 +114,7 @@ end
 -- script from stopping must fail its test, not hang the suite): seconds,
 -- longer under valgrind; opts.limit for a run known to be long.
 H.run_limit = tonumber(os.getenv("LUAGUARD_TEST_RUN_LIMIT") or "") or
-              ((os.getenv("LUAGUARD_VALGRIND") or "") ~= "" and 300 or 60)
+              ((os.getenv("LUAGUARD_VALGRIND") or "") ~= "" and 300 or 30)
 
 -- Run argv (a list) to completion. opts: env (table; false unsets), stdin
 -- (text), dir, bare (never under valgrind: for counting system calls), limit
@@ -167,8 +167,9 @@ end
 
 -- Start argv in the background with default SIGINT/SIGQUIT (a background job
 -- of a non-interactive shell starts with them ignored). Returns a job whose
--- status file is written when it ends: job:wait() -> status (128+N), and
--- job:pid() the command's own pid (not the shell's).
+-- status file is written when it ends: job:wait() -> status (128+N), killed
+-- past its time; job:poll() the same, left running; job:pid() the command's
+-- own pid (not the shell's).
 function H.spawn(argv, opts)
   opts = opts or {}
   local d = H.tmpdir()
@@ -182,13 +183,23 @@ function H.spawn(argv, opts)
   function job:pid()
     return tonumber(H.wait_for(self.pid_file):match("%d+"))
   end
-  function job:wait(timeout)
+  -- its status, or nil after timeout seconds (20) with the job still running
+  function job:poll(timeout)
     local deadline = H.now() + (timeout or 20)
     while not H.exists(self.status_file) do
-      if H.now() > deadline then return nil, "timed out" end
+      if H.now() > deadline then return nil end
       H.sleep(0.01)
     end
     return tonumber(H.read(self.status_file))
+  end
+  -- its status; a job still running after timeout seconds (20) is killed
+  -- (nothing it does outlives its test) and the answer is nil, "timed out"
+  function job:wait(timeout)
+    local status = self:poll(timeout)
+    if status then return status end
+    local pid = tonumber((H.read(self.pid_file) or ""):match("%d+") or "")
+    if pid then H.kill(pid, "KILL") end
+    return nil, "timed out"
   end
   function job:stderr() return H.read(self.err) or "" end
   function job:stdout() return H.read(self.out) or "" end
@@ -264,8 +275,17 @@ function H.run_stock(code, args, opts)
     .. code, args, copy)
 end
 
--- Lines every child script can start with: its pid, a ready file, self-kill.
+-- How long a child script's spin() runs before it gives up (a signal that
+-- should have stopped it did not): seconds, longer under valgrind.
+H.spin_limit = (os.getenv("LUAGUARD_VALGRIND") or "") ~= "" and 60 or 10
+
+-- Lines every child script can start with: its pid, a ready file, self-kill,
+-- and spin(), which stands for `while true do end` where a signal must stop
+-- the block: a fault that keeps it running ends the script with status 99 and
+-- a message, in seconds, instead of holding the test to its time limit.
 H.prelude = [[
+local SPIN_LIMIT = ]] .. H.spin_limit .. [[
+
 local PID = io.open("/proc/self/stat"):read("n")
 local function ready(path, extra)
   local f = assert(io.open(path .. ".tmp", "w"))
@@ -286,6 +306,12 @@ local function caught(sig)
     local hex = line:match("^SigCgt:%s*(%x+)")
     if hex then return (tonumber(hex, 16) >> (sig - 1)) & 1 == 1 end
   end
+end
+local function spin()
+  local stop = os.time() + SPIN_LIMIT
+  while os.time() < stop do end
+  io.stderr:write("spin: still running ", SPIN_LIMIT, " s later (not stopped)\n")
+  os.exit(99)
 end
 ]]
 

@@ -35,7 +35,7 @@ describe("the guard's promise off the well-walked paths", function()
         end)
         os.execute("sleep 0.3")      -- head -c0 has exited: stdout is a closed pipe
         kill("TERM")
-        while true do end
+        spin()
       ]])
       local status = pipeline(("%s %s %s 2>%s | head -c0"):format(
         H.quote(H.host), H.quote(script), H.quote(d), H.quote(d .. "/err")))
@@ -220,7 +220,7 @@ describe("the guard's promise off the well-walked paths", function()
         coroutine.resume(co)
         local main <close> = ErrorHandler(function() print("main rollback") end)
         kill("TERM")
-        while true do end
+        spin()
       ]])
       assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
       assert.are.equal("main rollback\nco rollback\n", r.stdout)
@@ -235,7 +235,7 @@ describe("the guard's promise off the well-walked paths", function()
         end)
         coroutine.resume(co)
         kill("TERM")
-        while true do end
+        spin()
       ]])
       assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
       assert.are.equal("co rollback\nmain rollback\n", r.stdout)
@@ -281,7 +281,7 @@ describe("the guard's promise off the well-walked paths", function()
         local outer = coroutine.wrap(function()
           local inner = coroutine.wrap(function()
             kill("HUP")
-            while true do end
+            spin()
           end)
           inner()
           print("NOT REACHED: outer coroutine went on")
@@ -312,7 +312,7 @@ describe("the guard's promise off the well-walked paths", function()
         H.sleep(0.2)
         H.kill(pid, signal_after_pid)
       end
-      local status = job:wait(10)
+      local status = job:poll(10)
       writer:close()
       return status or job:wait(10), job
     end
@@ -402,7 +402,7 @@ describe("the guard's promise off the well-walked paths", function()
       local by_signal = H.run_prelude([[
         local N, ran = 4000, 0
         local function nest(k)
-          if k == 0 then kill("TERM"); while true do end end
+          if k == 0 then kill("TERM"); spin() end
           local h <close> = ErrorHandler(function() ran = ran + 1 end)
           nest(k - 1)
         end

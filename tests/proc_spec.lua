@@ -365,7 +365,7 @@ with open(log, "a") as f: f.write("child-exit\n")
           io.open(arg[1] .. "/log", "w"):write(r.stdout, r.status):close()
         end)
         ready(arg[1] .. "/ready")
-        while true do end
+        spin()
       ]], { d })
       local pid = tonumber(H.wait_for(d .. "/ready"):match("%d+"))
       H.kill(pid, "TERM")
