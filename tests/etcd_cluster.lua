@@ -134,15 +134,17 @@ function Cluster:hold(name, dir)
   return job
 end
 
--- Stop every member (SIGTERM, then SIGKILL), remove the directory unless keep.
+-- Stop every member (SIGTERM, then SIGKILL a second later: a member whose
+-- peers are stopping too spends its 5 s trying to hand its leadership on, and
+-- the data is thrown away), remove the directory unless keep.
 function Cluster:stop(keep)
   for _, m in ipairs(self.members) do
     if m.pid then os.execute(("kill -CONT %d 2>/dev/null; kill -TERM %d 2>/dev/null"):format(m.pid, m.pid)) end
   end
-  local deadline = os.time() + 5
+  local deadline = H.now() + 1
   for _, m in ipairs(self.members) do
     if m.pid then
-      while os.execute(("kill -0 %d 2>/dev/null"):format(m.pid)) and os.time() < deadline do
+      while os.execute(("kill -0 %d 2>/dev/null"):format(m.pid)) and H.now() < deadline do
         H.sleep(0.05)
       end
       os.execute(("kill -KILL %d 2>/dev/null"):format(m.pid))
