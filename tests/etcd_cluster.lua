@@ -35,12 +35,14 @@ local function data_dir()
   return dir
 end
 
--- etcdctl against the cluster (all endpoints, or opts.endpoints), v3 API.
+-- etcdctl against the cluster (all endpoints, or opts.endpoints; as
+-- opts.user, "name:password", once authentication is on), v3 API.
 function Cluster:etcdctl(args, opts)
   opts = opts or {}
   local argv = { "etcdctl", "--endpoints", table.concat(opts.endpoints or self.endpoints, ","),
                  "--dial-timeout", "2s", "--command-timeout", opts.command_timeout or "5s" }
   if self.cacert then argv[#argv + 1] = "--cacert=" .. self.cacert end
+  if opts.user then argv[#argv + 1] = "--user=" .. opts.user end     -- "name:password"
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   return H.run(argv, { env = { ETCDCTL_API = "3" }, stdin = opts.stdin, bare = true })
 end

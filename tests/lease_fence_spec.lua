@@ -9,10 +9,11 @@ local C = require "tests.etcd_cluster"
 -- increments per process in the counter test (50: the issue's figure)
 local INCREMENTS = tonumber(os.getenv("LUAGUARD_FENCE_INCREMENTS") or "") or 50
 
--- A fenced write from a holder: etcd's own txn, through curl on the JSON
--- gateway: the counter is written only while the lock key still has the
--- holder's create revision (its token). Lua lines for a script, with
--- ENDPOINT and NAME set.
+-- A fenced write from a holder: etcd's own txn, on the JSON gateway: the
+-- counter is written only while the lock key still has the holder's create
+-- revision (its token). Lua lines for a script, with ENDPOINT, NAME and POSTER
+-- (tests/etcd_post.py: one kept-alive connection for the script's requests,
+-- read back through a FIFO) set.
 local FENCE = [[
 local B = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 local function b64(s)
@@ -40,10 +41,16 @@ local function unb64(s)
     return string.char(c)
   end))
 end
+local replies_path = os.tmpname()
+os.remove(replies_path)
+assert(os.execute("mkfifo " .. replies_path))
+local requests = assert(io.popen(("exec python3 %s %s > %s"):format(POSTER, ENDPOINT, replies_path), "w"))
+local replies = assert(io.open(replies_path))   -- (meets the helper's open of it)
+os.remove(replies_path)
 local function post(path, body)
-  local r = proc.run({ "curl", "-s", "-m", "5", "-X", "POST", ENDPOINT .. path, "-d", body },
-                     { stdout = "capture" })
-  return r.stdout
+  requests:write(path, " ", body, "\n")
+  requests:flush()
+  return assert(replies:read("l"), "tests/etcd_post.py ended")
 end
 local COUNTER = "luaguard-test/counter/" .. NAME
 local function read_counter()
@@ -64,7 +71,8 @@ describe("lock.lease fencing", function()
   local function name() n = n + 1; return ("f%d_%d"):format(n, math.random(1e6)) end
   local function env() return { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") } end
   local function fence(nm)
-    return H.prelude .. ("local ENDPOINT, NAME = %q, %q\n"):format(c.endpoints[1], nm) .. FENCE
+    return H.prelude .. ("local ENDPOINT, NAME, POSTER = %q, %q, %q\n"):format(
+      c.endpoints[1], nm, H.root .. "/tests/etcd_post.py") .. FENCE
   end
 
   setup(function() c = C.start { members = 3 } end)

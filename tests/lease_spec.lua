@@ -249,6 +249,72 @@ describe("lock.lease", function()
     assert.matches("ok %d+ %- the callback ran once", job:stdout())
   end)
 
+  it("stops only its own state's block: two Lua states in two threads, A's lease lost", function()
+    local d = H.tmpdir()
+    local exe = d .. "/lease_states"
+    local argv = { "gcc", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-O1", "-g",
+                   "-I" .. H.root .. "/src/include", "-I" .. H.root .. "/tests/c", "-I/usr/include/lua5.4",
+                   H.root .. "/tests/c/lease_states.c", "-o", exe, "-L" .. H.build .. "/lib",
+                   "-Wl,-rpath," .. H.build .. "/lib", "-lluaguard", "-llua5.4", "-lpthread" }
+    if H.sanitize_cflags ~= "" then table.insert(argv, 2, H.sanitize_cflags) end
+    local r = H.run(argv, { limit = 300 })
+    assert.are.equal(0, r.status, r.stderr)
+    local job = H.spawn({ exe, c.members[1].client, c.members[2].client, name() })
+    local deadline = H.now() + 20
+    while not job:stdout():find("# held") and H.now() < deadline do H.sleep(0.05) end
+    assert.matches("# held", job:stdout(), job:stderr())
+    c:signal_member(1, "STOP")
+    local status = job:wait(30)
+    c:signal_member(1, "CONT")
+    assert.are.equal(0, status, job:stdout() .. job:stderr())
+    assert.is_nil(job:stdout():find("not ok", 1, true), job:stdout() .. job:stderr())
+    assert.matches("ok %d+ %- B's block in the same process went on", job:stdout())
+  end)
+
+  it("stops a guarded block running in a coroutine, and a line at the REPL", function()
+    local nm = name()
+    local d = H.tmpdir()
+    -- a coroutine: the block inside it stops, its cleanup runs, the error
+    -- goes on through the resume and ends the host with 1
+    local job = H.spawn_script(H.prelude .. ([[
+      local l = lock.lease(%q, {ttl = 2, endpoints = {%q}})
+      local body = coroutine.wrap(function()
+        local h <close> = ErrorHandler(function() io.stderr:write("coroutine cleanup\n") end)
+        ready(%q)
+        while true do pcall(spin) end     -- spin() exits 99 if never stopped
+      end)
+      body()
+      print("NOT REACHED")
+    ]]):format(nm, c.members[1].client, d .. "/co"), nil, { env = env() })
+    -- the REPL: the line running is stopped, the error reported, the armed
+    -- ErrorHandler closed as by the loss (it rolls back), the session goes on
+    os.execute("mkfifo " .. H.quote(d .. "/fifo"))
+    local repl = H.spawn({ H.host, "-i" }, { stdin = d .. "/fifo" })
+    local w = assert(io.open(d .. "/fifo", "w"))
+    w:setvbuf("no")
+    w:write(("l = lock.lease(%q, {ttl = 2, endpoints = {%q}}); "
+      .. "h = ErrorHandler(function() io.stderr:write('repl rollback\\n') end); "
+      .. "io.open(%q, 'w'):write('\\n'):close()\n"):format(nm .. "_repl", c.members[1].client, d .. "/repl"))
+    w:write("local stop = os.time() + 15; while os.time() < stop do end; print('NOT ' .. 'STOPPED')\n")
+    w:write("print('next line', l:is_locked())\n")
+    assert(pcall(H.wait_for, d .. "/co"), job:stderr())
+    assert(pcall(H.wait_for, d .. "/repl"), repl:stderr())
+    c:signal_member(1, "STOP")
+    local co_status = job:wait(15)
+    local repl_line = repl:poll(15)      -- still at its prompt: nil
+    w:close()
+    local repl_status = repl:wait(10)
+    c:signal_member(1, "CONT")
+    assert.are.equal(1, co_status, job:stderr())
+    assert.matches("^coroutine cleanup\n.*LeaseLost: " .. nm .. " %(token %d+%)", job:stderr())
+    assert.are.equal("", job:stdout())
+    assert.is_nil(repl_line, "the session went on after the loss")
+    assert.are.equal(0, repl_status, repl:stderr())
+    assert.matches("LeaseLost: " .. nm .. "_repl %(token %d+%)\nrepl rollback\n", repl:stderr())
+    assert.is_nil(repl:stdout():find("NOT STOPPED", 1, true), repl:stdout())
+    assert.matches("\nnext line\tfalse\n", repl:stdout())
+  end)
+
   it("is never released by a process forked from its holder", function()
     local d = H.tmpdir()
     local exe = d .. "/lease_fork"
@@ -328,6 +394,51 @@ describe("lock.lease over TLS", function()
     assert.are.equal(0, r.status, r.stderr)
     assert.matches("LeaseLock%(tls%) <acquired %d+>", r.stdout)
     assert.matches("EtcdError: " .. c.endpoints[1]:gsub("%p", "%%%0") .. ": .*certificate", r.stdout)
+  end)
+
+  -- (last here: it turns authentication on for this cluster)
+  it("authenticates with user and password: a user with a role on the prefix locks, others get EtcdError", function()
+    for _, args in ipairs({
+      { "user", "add", "root:rootpw" },
+      { "role", "add", "locker" },
+      { "role", "grant-permission", "locker", "--prefix=true", "readwrite", "luaguard/lock/" },
+      { "user", "add", "locker:lockpw" },
+      { "user", "grant-role", "locker", "locker" },
+      { "auth", "enable" },
+    }) do
+      local r = c:etcdctl(args)
+      assert(r.status == 0, table.concat(args, " ") .. ": " .. r.stderr)
+    end
+    local r = H.run_prelude(([[
+      local ep, ca = %q, %q
+      local function try(opts)
+        opts.endpoints, opts.cacert = {ep}, ca
+        local ok, e = pcall(lock.lease, "auth", opts)
+        if ok then e:release() return "locked" end
+        return e.kind .. " " .. tostring(e.code) .. " " .. tostring(e.message)
+      end
+      local l <close> = lock.lease("auth", {endpoints = {ep}, cacert = ca, user = "locker",
+                                             password = "lockpw", ttl = 2})
+      os.execute("sleep 2.5")           -- past the ttl: the thread's renewals authenticate too
+      print(tostring(l), l:check())
+      l:release()
+      print("wrong password:", try({user = "locker", password = "nope"}))
+      print("no user:", try({}))
+      print("no permission:", try({user = "locker", password = "lockpw", prefix = "elsewhere/"}))
+      print("root:", try({user = "root", password = "rootpw", prefix = "elsewhere/"}))
+    ]]):format(c.endpoints[1], d .. "/ca.pem"))
+    assert.are.equal(0, r.status, r.stderr)
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.matches("^LeaseLock%(auth%) <acquired %d+>\ttrue$", lines[1])
+    assert.matches("^wrong password:\tEtcdError %d+ .*authentication failed", lines[2])
+    assert.matches("^no user:\tEtcdError %d+ .*user name is empty", lines[3])
+    assert.matches("^no permission:\tEtcdError %d+ .*permission denied", lines[4])
+    assert.are.equal("root:\tlocked", lines[5])
+    local left = c:etcdctl({ "get", "--prefix", "--keys-only", "" }, { user = "root:rootpw" })
+    assert.are.equal(0, left.status, left.stderr)
+    assert.is_nil(left.stdout:find("luaguard/lock/", 1, true), left.stdout)
+    assert.is_nil(left.stdout:find("elsewhere/", 1, true), left.stdout)
   end)
 end)
 

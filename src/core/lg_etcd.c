@@ -7,13 +7,17 @@
 **   lease/grant {TTL}            -> {ID, TTL}
 **   lease/keepalive {ID}         -> {result: {ID, TTL}}; no TTL: the lease is gone
 **   lease/revoke {ID}            (the lock key goes with its lease)
-**   lock/lock {name, lease}      -> {key}: blocks until the key is the oldest
-**   kv/range {key[, range_end, sort, limit]} -> {kvs: [{key, create_revision, lease}]}
+**   lock/lock {name, lease}      -> {key, header.revision}: blocks until the
+**                                   key is the oldest
+**   kv/range {key[, range_end, sort, limit, serializable]}
+**                                -> {kvs: [{key, create_revision, lease}]}
+**   kv/deleterange {key}         (release: the key, then the lease)
 **   auth/authenticate {name, password} -> {token}, sent as Authorization
-** An uncontended cycle is grant, lock, range (the #11456 read-back), revoke:
-** four requests over one kept-alive connection (five with timeout 0, which
-** first looks for a holder: lock/lock itself would wait), plus the thread's
-** renewals every ttl/3.
+** An uncontended cycle is grant, lock, range (the #11456 read-back: from the
+** member's own state when it is no older than the lock's answer), delete,
+** revoke: five requests over one kept-alive connection (six with timeout 0,
+** which first looks for a holder: lock/lock itself would wait), plus the
+** thread's renewals every ttl/3.
 **
 ** Waiting. Every request of the caller's thread runs in a curl multi loop
 ** that polls at most 50 ms at a time, so the caller's interrupt (a handled
@@ -535,9 +539,21 @@ static int lease_revoke(conn *c, int64_t id, double deadline, lg_etcd_error *err
   return rc;
 }
 
-/* lock/lock: *key (malloc'd, decoded), or a POST_* error. */
-static int lock_wait(conn *c, const char *name, int64_t id, char **key, double deadline,
-                     const lg_lease_wait *w, lg_etcd_error *err) {
+/* kv/deleterange of the one key. */
+static int key_delete(conn *c, const char *key, double deadline, lg_etcd_error *err) {
+  cJSON *req = cJSON_CreateObject(), *reply;
+  int rc;
+  add_b64(req, "key", key, strlen(key));
+  rc = post(c, "/v3/kv/deleterange", req, &reply, deadline, ATTEMPT_S, NULL, err);
+  cJSON_Delete(req);
+  if (rc == POST_OK) cJSON_Delete(reply);
+  return rc;
+}
+
+/* lock/lock: *key (malloc'd, decoded) and the revision of the answer, or a
+** POST_* error. */
+static int lock_wait(conn *c, const char *name, int64_t id, char **key, int64_t *revision,
+                     double deadline, const lg_lease_wait *w, lg_etcd_error *err) {
   cJSON *req = cJSON_CreateObject(), *reply;
   const cJSON *k;
   int rc;
@@ -548,6 +564,7 @@ static int lock_wait(conn *c, const char *name, int64_t id, char **key, double d
   if (rc != POST_OK) return rc;
   k = cJSON_GetObjectItemCaseSensitive(reply, "key");
   *key = cJSON_IsString(k) ? b64_decode(k->valuestring) : NULL;
+  *revision = int64_field(cJSON_GetObjectItemCaseSensitive(reply, "header"), "revision");
   cJSON_Delete(reply);
   if (*key == NULL) {
     set_error(err, c->cfg->endpoints[c->current], 0, "lock/lock gave no key");
@@ -559,10 +576,14 @@ static int lock_wait(conn *c, const char *name, int64_t id, char **key, double d
 /*
 ** kv/range over [from, to) (to NULL: the one key), oldest create revision
 ** first, one key: *found 0 when none; its key, create revision and lease.
+** min_rev > 0: a state at least that new is enough, so the member answers
+** from its own (serializable: no round of the cluster's), unless it is
+** behind it (another member after a rotation, say): then linearizable.
 */
-static int range_first(conn *c, const char *from, const char *to, int *found, char *key,
-                       size_t keysize, int64_t *create_rev, char *lease, size_t leasesize,
-                       double deadline, const lg_lease_wait *w, lg_etcd_error *err) {
+static int range_first(conn *c, const char *from, const char *to, int64_t min_rev, int *found,
+                       char *key, size_t keysize, int64_t *create_rev, char *lease,
+                       size_t leasesize, double deadline, const lg_lease_wait *w,
+                       lg_etcd_error *err) {
   cJSON *req = cJSON_CreateObject(), *reply;
   const cJSON *kvs, *kv;
   int rc;
@@ -573,7 +594,14 @@ static int range_first(conn *c, const char *from, const char *to, int *found, ch
     cJSON_AddStringToObject(req, "sort_target", "CREATE");
     add_int64(req, "limit", 1);
   }
+  if (min_rev > 0) cJSON_AddTrueToObject(req, "serializable");
   rc = post(c, "/v3/kv/range", req, &reply, deadline, ATTEMPT_S, w, err);
+  if (rc == POST_OK && min_rev > 0 &&
+      int64_field(cJSON_GetObjectItemCaseSensitive(reply, "header"), "revision") < min_rev) {
+    cJSON_Delete(reply);
+    cJSON_DeleteItemFromObjectCaseSensitive(req, "serializable");
+    rc = post(c, "/v3/kv/range", req, &reply, deadline, ATTEMPT_S, w, err);
+  }
   cJSON_Delete(req);
   if (rc != POST_OK) return rc;
   kvs = cJSON_GetObjectItemCaseSensitive(reply, "kvs");
@@ -606,6 +634,16 @@ static void mark_lost(lg_lease *ls) {
   ud = ls->lost_ud;
   pthread_mutex_unlock(&ls->mutex);
   if (fn != NULL) fn(ud);
+}
+
+/* Whether the lease is alive by our own count (sent + TTL - margin), now:
+** what the thread would find if it looked. */
+static int alive_by_count(lg_lease *ls) {
+  double until;
+  pthread_mutex_lock(&ls->mutex);
+  until = ls->alive_until;
+  pthread_mutex_unlock(&ls->mutex);
+  return now_s() < until;
 }
 
 static void *keeper(void *arg) {
@@ -763,7 +801,7 @@ static void note_holder(lg_lease *ls, double deadline) {
   ls->holder[0] = ls->holder_lease[0] = '\0';
   snprintf(from, sizeof from, "%s/", ls->name);
   prefix_end(from, to, sizeof to);
-  if (range_first(&ls->main, from, to, &found, ls->holder, sizeof ls->holder, NULL,
+  if (range_first(&ls->main, from, to, 0, &found, ls->holder, sizeof ls->holder, NULL,
                   ls->holder_lease, sizeof ls->holder_lease, deadline, NULL, NULL) != POST_OK ||
       !found)
     ls->holder[0] = ls->holder_lease[0] = '\0';
@@ -804,7 +842,7 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
   if (ls->held) return LG_LEASE_OK;
   ls->holder[0] = ls->holder_lease[0] = '\0';
   for (;;) {
-    int64_t granted = 0, create_rev = 0;
+    int64_t granted = 0, create_rev = 0, locked_at = 0;
     char *key = NULL;
     int rc, found = 0;
     double sent = now_s();
@@ -830,11 +868,11 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
       char from[600], to[600];
       snprintf(from, sizeof from, "%s/", ls->name);
       prefix_end(from, to, sizeof to);
-      rc = range_first(&ls->main, from, to, &found, NULL, 0, NULL, NULL, 0, setup_deadline, w, err);
+      rc = range_first(&ls->main, from, to, 0, &found, NULL, 0, NULL, NULL, 0, setup_deadline, w, err);
       if (rc == POST_OK && found) rc = POST_TIMEOUT;
     }
     if (rc == POST_OK)
-      rc = lock_wait(&ls->main, ls->name, ls->id, &key,
+      rc = lock_wait(&ls->main, ls->name, ls->id, &key, &locked_at,
                      deadline > now_s() + LOCK_MIN_S ? deadline : now_s() + LOCK_MIN_S, w, err);
     if (rc == POST_TIMEOUT || rc == POST_INTERRUPTED) {
       drop_lease(ls);       /* the waiter's key goes with its lease */
@@ -847,10 +885,11 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
       return LG_LEASE_ETCD;
     }
     /* etcd-io/etcd#11456: lock/lock may answer a waiter whose lease expired
-    ** meanwhile. The key must still be there, and be ours. */
-    rc = range_first(&ls->main, key, NULL, &found, NULL, 0, &create_rev, NULL, 0,
-                     setup_deadline, w, err);
-    if (rc == POST_OK && found && create_rev > 0 && !lg_lease_lost(ls)) {
+    ** meanwhile. The key must still be there, and be ours, in a state no
+    ** older than the answer (the expiry, if any, came before it). */
+    rc = range_first(&ls->main, key, NULL, locked_at > 0 ? locked_at : 0, &found, NULL, 0,
+                     &create_rev, NULL, 0, setup_deadline, w, err);
+    if (rc == POST_OK && found && create_rev > 0 && !lg_lease_lost(ls) && alive_by_count(ls)) {
       pthread_mutex_lock(&ls->mutex);
       ls->lost_fn = lost;   /* from now on a loss is the holder's to hear */
       ls->lost_ud = ud;
@@ -878,9 +917,18 @@ int lg_lease_release(lg_lease *ls, lg_etcd_error *err) {
   ls->held = 0;
   stop_keeper(ls);
   conn_close(&ls->keeper);
-  /* a lost lease has expired by our count: asking a silent member to revoke
-  ** it would only hold the caller up */
-  if (!lg_lease_lost(ls)) rc = lease_revoke(&ls->main, ls->id, now_s() + 3 * ATTEMPT_S, err);
+  /* The key first: its deletion is what hands the lock on (a waiter's
+  ** lock/lock returns on it), and a delete is a cheaper write for etcd than
+  ** a revoke (about 2 ms less here); then the lease, which would otherwise
+  ** linger for its TTL. Released once the key is gone, by either. A lost
+  ** lease has expired by our count: asking a silent member would only hold
+  ** the caller up. */
+  if (!lg_lease_lost(ls)) {
+    double deadline = now_s() + 3 * ATTEMPT_S;
+    int deleted = key_delete(&ls->main, ls->key, deadline, err) == POST_OK;
+    rc = lease_revoke(&ls->main, ls->id, deadline, err);
+    if (deleted) rc = POST_OK;
+  }
   ls->id = 0;
   free(ls->key);
   ls->key = NULL;
@@ -893,12 +941,8 @@ int lg_lease_is_held(const lg_lease *ls) { return ls->held; }
 int lg_lease_lost(const lg_lease *ls) { return __atomic_load_n(&ls->lost, __ATOMIC_ACQUIRE); }
 
 int lg_lease_alive(lg_lease *ls) {
-  double until;
   if (!ls->held || lg_lease_lost(ls)) return 0;
-  pthread_mutex_lock(&ls->mutex);
-  until = ls->alive_until;
-  pthread_mutex_unlock(&ls->mutex);
-  if (now_s() < until) return 1;
+  if (alive_by_count(ls)) return 1;
   mark_lost(ls);            /* before the thread saw it: the same once-only call */
   return 0;
 }

@@ -3,7 +3,7 @@
 ** luaguard makes for an uncontended lease(name) + release(), with libcurl over
 ** one kept-alive connection and nothing else (no thread, no checks, no Lua):
 ** lease/grant, kv/range (is anyone there: timeout 0), lock/lock, kv/range
-** (the read-back), lease/revoke.
+** (the read-back, serializable), kv/deleterange (the key), lease/revoke.
 **
 **   bench_lease_floor ENDPOINT NAME N
 */
@@ -105,8 +105,10 @@ int main(int argc, char **argv) {
     snprintf(json, sizeof json, "{\"name\":\"%s\",\"lease\":\"%s\"}", name, id);
     post(e, endpoint, "/v3/lock/lock", json);
     field("key", key, sizeof key);
-    snprintf(json, sizeof json, "{\"key\":\"%s\"}", key);
+    snprintf(json, sizeof json, "{\"key\":\"%s\",\"serializable\":true}", key);
     post(e, endpoint, "/v3/kv/range", json);
+    snprintf(json, sizeof json, "{\"key\":\"%s\"}", key);
+    post(e, endpoint, "/v3/kv/deleterange", json);
     snprintf(json, sizeof json, "{\"ID\":\"%s\"}", id);
     post(e, endpoint, "/v3/lease/revoke", json);
   }
