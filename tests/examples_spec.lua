@@ -70,7 +70,7 @@ describe("examples/renew.lua", function()
     local d = tree()
     local job = H.spawn({ H.host, script, d, "sh", "-c",
       "trap 'sleep 0.3; echo reload-exit >> \"$0/log\"; exit 0' TERM; echo > \"$0/reloading\"; " ..
-      "while :; do sleep 0.05; done", d })
+      "n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done", d })
     H.wait_for(d .. "/reloading")
     H.kill(job:pid(), "TERM")
     assert.are.equal(128 + 15, job:wait(20), job:stderr())

@@ -62,7 +62,17 @@ function H.tmpdir()
   error("no temp dir")
 end
 
+-- Every spec's teardown: jobs still running (a test that failed before it
+-- waited for them) are killed, then the temporary tree goes.
+local running_jobs = {}
 function H.cleanup_tmp()
+  for job in pairs(running_jobs) do
+    if not H.exists(job.status_file) then
+      local pid = tonumber((H.read(job.pid_file) or ""):match("%d+") or "")
+      if pid then H.kill(pid, "KILL") end
+    end
+  end
+  running_jobs = {}
   if tmp_root then os.execute("rm -rf " .. H.quote(tmp_root)) end
   tmp_root = nil
 end
@@ -180,6 +190,7 @@ function H.spawn(argv, opts)
     H.quote(job.out), H.quote(job.err), H.quote(job.pid_file), H.quote(job.status_file .. ".tmp"))
   inner = inner .. "; mv " .. H.quote(job.status_file .. ".tmp") .. " " .. H.quote(job.status_file)
   os.execute("(" .. inner .. ") >/dev/null 2>&1 &")
+  running_jobs[job] = true
   function job:pid()
     return tonumber(H.wait_for(self.pid_file):match("%d+"))
   end

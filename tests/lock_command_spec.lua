@@ -59,7 +59,7 @@ except errors.LockError:
     local job = H.spawn({ LOCK, d, "--", "sh", "-c",
       "trap 'echo got TERM >> \"$1/log\"; n=0; while [ ! -e \"$1/go\" ] && [ $n -lt 200 ]; do " ..
       "sleep 0.05; n=$((n+1)); done; echo exit >> \"$1/log\"; exit 0' TERM; " ..
-      "echo $$ > \"$1/ready\"; while :; do sleep 0.05; done", "sh", d })
+      "echo $$ > \"$1/ready\"; n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done", "sh", d })
     H.wait_for(d .. "/ready")
     H.kill(job:pid(), "TERM")
     H.wait_for_file(d .. "/log", 10)

@@ -15,7 +15,7 @@ for s in TERM INT HUP QUIT XCPU XFSZ; do
   trap "echo got $s >> '$log'; sleep 0.2; echo child-exit >> '$log'; exit 0" $s
 done
 echo $$ > "$ready"
-while :; do sleep 0.05; done
+n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done
 ]]
 
 -- Running: a zombie is not (an orphaned grandchild waits for init to reap it,
@@ -94,7 +94,7 @@ describe("proc", function()
         local r = proc.run({"sh", "-c", "sleep 30 & echo $! > " .. arg[1] .. "/grandchild; wait"}, {timeout = 0.3})
         print(r.timed_out, r.signal, r.status)
         local t0 = os.time()
-        r = proc.run({"sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"}, {timeout = 0.2, grace = 0.3})
+        r = proc.run({"sh", "-c", "trap '' TERM; n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done"}, {timeout = 0.2, grace = 0.3})
         print(r.timed_out, r.signal)
         local ok, err = pcall(proc.run, {"sleep", "5"}, {timeout = 0.1, check = true})
         print(err.kind, err.signal, tostring(err))
@@ -328,7 +328,7 @@ with open(log, "a") as f: f.write("child-exit\n")
         local l <close> = lock.dir(arg[1])
         proc.run({"sh", "-c", "trap 'echo > " .. arg[2] .. "/got; while [ ! -e " .. arg[2] ..
                   "/go ]; do sleep 0.02; done; exit 0' TERM; echo > " .. arg[2] ..
-                  "/ready; while :; do sleep 0.05; done"})
+                  "/ready; n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done"})
       ]], { d, w })
       H.wait_for(w .. "/ready")
       H.kill(job:pid(), "TERM")
