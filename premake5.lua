@@ -171,12 +171,14 @@ project "luaguard"
 project "test_signal_core"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
-  files { "tests/c/test_signal_core.c", "src/core/lg_signal.c", "src/core/lg_pid.c" }
+  files { "tests/c/test_signal_core.c" }
+  links { "luaguard_static", "pthread" }   -- only the core's objects are pulled in
 
 project "test_lock_core"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
-  files { "tests/c/test_lock_core.c", "src/core/lg_lock.c", "src/core/lg_pid.c" }
+  files { "tests/c/test_lock_core.c" }
+  links { "luaguard_static", "pthread" }
 
 -- A C program embedding Lua and luaguard through the public header.
 project "test_embed"
@@ -204,7 +206,8 @@ project "lock_probe"
 project "bench_handoff"
   kind "ConsoleApp"
   targetdir (BUILD .. "/bin")
-  files { "tests/bench/handoff.c", "src/core/lg_lock.c", "src/core/lg_pid.c" }
+  files { "tests/bench/handoff.c" }
+  links { "luaguard_static", "pthread" }
 
 project "bench_alternate"
   kind "ConsoleApp"
@@ -265,5 +268,5 @@ local function fuzz_target(name, sources, libs)
       linkoptions { "-fsanitize=fuzzer" }
     filter {}
 end
-fuzz_target("fuzz_lock_path", { "src/core/lg_lock.c", "src/core/lg_pid.c" })
+fuzz_target("fuzz_lock_path", {}, { "luaguard_static", "pthread" })
 fuzz_target("fuzz_lua_api", {}, { "luaguard_static", "lua5.4", "m", "dl" })
