@@ -314,6 +314,51 @@ describe("lock.lease", function()
     assert.matches("\nnext line\tfalse\n", repl:stdout())
   end)
 
+  it("counts the lease's life from when a renewal was sent: a reply that comes late stretches nothing", function()
+    -- ttl 5: renewals every 1.67 s (each waited for that long), a margin of
+    -- 0.7 s. The proxy holds the reply to the next renewal 1.5 s, then lets
+    -- nothing through: etcd renewed at t and expires the lease at t + 5 (and
+    -- its next check, within 0.5 s); the holder must count from t too, and
+    -- know of its loss at t + 4.3, before the waiter on member 2 can hold.
+    -- Counted from the late reply, it would believe in its lease until t + 5.8.
+    local nm = name()
+    local d = H.tmpdir()
+    os.execute("mkfifo " .. H.quote(d .. "/ctl"))
+    local proxy = H.spawn({ H.python, H.root .. "/tests/etcd_proxy.py",
+                            c.members[1].client:match(":(%d+)$") }, { stdin = d .. "/ctl" })
+    local ctl = assert(io.open(d .. "/ctl", "w"))
+    ctl:setvbuf("no")
+    local deadline = H.now() + 10
+    while not proxy:stdout():find("listening %d+") and H.now() < deadline do H.sleep(0.02) end
+    local port = assert(proxy:stdout():match("listening (%d+)"), proxy:stderr())
+    local clock = 'local function now() return io.open("/proc/uptime"):read("n") end\n'
+    local holder = H.spawn_script(H.prelude .. clock .. ([[
+      local l = lock.lease(%q, {ttl = 5, endpoints = {"http://127.0.0.1:%s"}})
+      local h <close> = ErrorHandler(function() io.open(%q, "w"):write(now(), "\n"):close() end)
+      ready(%q)
+      for _ = 1, 3000 do os.execute("sleep 0.01") end   -- until the loss stops it
+    ]]):format(nm, port, d .. "/lost", d .. "/held"), nil, { env = env() })
+    H.wait_for(d .. "/held")
+    local waiter = H.spawn_script(clock .. ([[
+      local l = lock.lease(%q, {timeout = 30, endpoints = {%q}})
+      io.open(%q, "w"):write(now(), "\n"):close()
+      l:release()
+    ]]):format(nm, c.members[2].client, d .. "/acquired"), nil, { env = env() })
+    H.sleep(0.5)                        -- the waiter is waiting in lock/lock
+    ctl:write("hold 1.5\n")
+    local ok_lost, lost = pcall(H.wait_for, d .. "/lost", 15)
+    assert(ok_lost, "no loss: the proxy said " .. proxy:stdout() .. proxy:stderr() .. "; the holder: " .. holder:stderr())
+    lost = tonumber(lost)
+    local acquired = tonumber(H.wait_for(d .. "/acquired", 15))
+    ctl:close()
+    assert.are.equal(1, holder:wait(10), holder:stderr())
+    assert.matches("LeaseLost: " .. nm, holder:stderr())
+    assert.are.equal(0, waiter:wait(10), waiter:stderr())
+    assert.matches("held [%d.]+", proxy:stdout())
+    assert.is_true(acquired - lost > 0.2, ("the holder knew of its loss at %.2f, the waiter "
+      .. "held at %.2f: %.2f s before"):format(lost, acquired, acquired - lost))
+  end)
+
   it("is never released by a process forked from its holder", function()
     local d = H.tmpdir()
     local exe = d .. "/lease_fork"
