@@ -107,6 +107,55 @@ describe("lock.lease", function()
     assert.are.same({}, c:keys("luaguard/lock/" .. nm), "and it goes with its holder")
   end)
 
+  it("with timeout 0 fails at once without queueing: no waiter's key is ever written", function()
+    local nm = name()
+    local d = H.tmpdir()
+    local job = c:hold(nm, d)
+    local function revision()
+      local r = c:etcdctl({ "get", "luaguard", "-w", "json" })
+      assert(r.status == 0, r.stderr)
+      return tonumber(r.stdout:match('"revision":(%d+)'))
+    end
+    local before = revision()
+    local r = lua(([[
+      local ok, e = pcall(lock.lease, %q, {timeout = 0})
+      assert(not ok and e.kind == "LockError", tostring(e))
+      print(e.waited)
+    ]]):format(nm), nil, { env = env() })
+    ok_or_show(r)
+    -- a waiter's key would be a put and a delete: two revisions
+    assert.are.equal(before, revision(), "the cluster's revision moved: a waiter's key was written")
+    assert.is_true(tonumber(r.stdout) < 0.2, "waited " .. r.stdout)
+    H.write(d .. "/stop", "")
+    assert.are.equal(0, job:wait(10))
+  end)
+
+  it("is lost at the next renewal when someone else revokes the lease", function()
+    local nm = name()
+    local d = H.tmpdir()
+    -- ttl 6: a renewal every 2 s; the lease's life by the holder's count
+    -- would last up to 5.2 s after the last one
+    local job = H.spawn_script(H.prelude .. ([[
+      local l = lock.lease(%q, {ttl = 6})
+      local h <close> = ErrorHandler(function()
+        io.open(%q, "w"):write(io.open("/proc/uptime"):read("n"), "\n"):close()
+      end)
+      ready(%q)
+      for _ = 1, 3000 do os.execute("sleep 0.01") end   -- until the loss stops it
+    ]]):format(nm, d .. "/lost", d .. "/held"), nil, { env = env() })
+    H.wait_for(d .. "/held")
+    local r = c:etcdctl({ "get", "--prefix", "-w", "json", "luaguard/lock/" .. nm .. "/" })
+    local lease = assert(r.stdout:match('"lease":(%d+)'), r.stdout)
+    r = c:etcdctl({ "lease", "revoke", ("%x"):format(math.tointeger(tonumber(lease))) })
+    assert.are.equal(0, r.status, r.stderr)
+    local revoked = tonumber(H.read("/proc/uptime"):match("^[%d.]+"))
+    local lost = tonumber(H.wait_for(d .. "/lost", 15))
+    assert.are.equal(1, job:wait(10), job:stderr())
+    assert.matches("LeaseLost: " .. nm, job:stderr())
+    assert.is_true(lost - revoked < 2.8, ("lost %.2f s after the revoke: not at the next renewal")
+      :format(lost - revoked))
+  end)
+
   it("says which endpoint failed when the cluster cannot be reached", function()
     local r = lua([[
       local ok, e = pcall(lock.lease, "x", {endpoints = {"http://127.0.0.1:1", "http://127.0.0.1:2"}})
