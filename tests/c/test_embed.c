@@ -4,6 +4,7 @@
 ** is compiled into the library.
 */
 #include <pthread.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +239,48 @@ static void test_program_allocator_after_ours(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/* A process forked from the one that armed a handler (no exec) never runs
+** its cleanups, however it closes it: an ExitHandler closed in the child,
+** an ErrorHandler closed there with an error, and a lua_close there. The
+** parent's close runs them, once. */
+static void test_forked_child_runs_no_cleanup(const char *dir) {
+  char code[1024], path[600], log[256] = "";
+  lua_State *L = new_state();
+  FILE *f;
+  pid_t child;
+  int status = -1;
+  snprintf(path, sizeof path, "%s/cleanups", dir);
+  snprintf(code, sizeof code,
+    "local function note(who) local f = io.open('%s', 'a') f:write(who, ' ') f:close() end\n"
+    "EXIT = luaguard.ExitHandler(note, 'exit')\n"
+    "ERR = luaguard.ErrorHandler(note, 'error')\n"
+    "LEFT = luaguard.ExitHandler(note, 'left')\n"
+    "return 'armed'", path);
+  CHECK_STR("armed", run(L, code), "three handlers armed");
+  child = fork();
+  if (child == 0) {
+    run(L, "EXIT:close() ERR:close('failed')");
+    lua_close(L);           /* LEFT, still armed, closed by the close of the state */
+    _exit(0);
+  }
+  waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child closed them and exited");
+  if ((f = fopen(path, "r")) != NULL) {
+    if (fgets(log, sizeof log, f) == NULL) log[0] = '\0';
+    fclose(f);
+  }
+  CHECK_STR("", log, "the child ran none of the parent's cleanups");
+  run(L, "EXIT:close() ERR:close('failed') LEFT:close()");
+  lua_close(L);
+  log[0] = '\0';
+  if ((f = fopen(path, "r")) != NULL) {
+    if (fgets(log, sizeof log, f) == NULL) log[0] = '\0';
+    fclose(f);
+  }
+  CHECK_STR("exit error left ", log, "the parent's closes ran each once");
+  unlink(path);
+}
+
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
@@ -280,6 +323,7 @@ int main(void) {
   test_two_threads();
   test_caught_signal_exit_is_freed();
   test_program_allocator_after_ours();
+  test_forked_child_runs_no_cleanup(dir);
   rmdir(dir);
   return tap_done();
 }

@@ -461,6 +461,7 @@ static void test_stop_reason_stays_in_its_group(void) {
   interrupts = 0;
   CHECK_INT(1, lg_frame_stop(group_a, 9), "during cleanups the stop is taken");
   CHECK_INT(0, interrupts, "deferred: nothing is interrupted");
+  CHECK_INT(7, a_outer.reason, "a cleaning frame keeps the reason it cleans up for (the first)");
   lg_frame_close(&a_outer);
   CHECK(lg_frame_top() == NULL, "every frame closed");
   CHECK_INT(0, nseen, "the group's last close delivers no signal for a reason");
