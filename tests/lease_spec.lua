@@ -120,12 +120,12 @@ describe("lock.lease", function()
     local r = lua(([[
       local ok, e = pcall(lock.lease, %q, {timeout = 0})
       assert(not ok and e.kind == "LockError", tostring(e))
-      print(e.waited)
     ]]):format(nm), nil, { env = env() })
     ok_or_show(r)
-    -- a waiter's key would be a put and a delete: two revisions
+    -- a waiter's key would be a put and a delete: two revisions (how long it
+    -- took is no measure: lock/lock's least wait is 0.25 s, an ASan run under
+    -- load took 0.28 s without it)
     assert.are.equal(before, revision(), "the cluster's revision moved: a waiter's key was written")
-    assert.is_true(tonumber(r.stdout) < 0.2, "waited " .. r.stdout)
     H.write(d .. "/stop", "")
     assert.are.equal(0, job:wait(10))
   end)
