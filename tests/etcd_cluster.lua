@@ -120,6 +120,14 @@ function Cluster:leader()
   return nil
 end
 
+-- The environment that points lock.lease at the cluster (every member), with
+-- extra's variables besides.
+function Cluster:env(extra)
+  local e = { LUAGUARD_ETCD_ENDPOINTS = table.concat(self.endpoints, ",") }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
 -- A host process holding lock.lease(name) on the cluster until dir/stop
 -- appears; then it releases, writes dir/released and exits 0. Returned once
 -- it holds (dir/held).
@@ -131,7 +139,7 @@ function Cluster:hold(name, dir)
     l:release()
     io.open(%q, "w"):close()
   ]]):format(name, dir .. "/held", dir .. "/stop", dir .. "/released"), nil,
-    { env = { LUAGUARD_ETCD_ENDPOINTS = table.concat(self.endpoints, ",") } })
+    { env = self:env() })
   H.wait_for_file(dir .. "/held", 10)
   return job
 end

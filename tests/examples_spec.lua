@@ -4,13 +4,7 @@ local H = require "tests.helpers"
 describe("examples/renew.lua", function()
   teardown(H.cleanup_tmp)
   local script = H.root .. "/examples/renew.lua"
-
-  local function tree()
-    local d = H.tmpdir()
-    os.execute("mkdir -p " .. H.quote(d .. "/live"))
-    H.write(d .. "/live/cert.pem", "OLD\n")
-    return d
-  end
+  local tree = H.cert_tree
 
   it("runs on a demo tree with no arguments", function()
     local r = H.run({ H.host, script }, { env = { TMPDIR = H.tmpdir() } })

@@ -66,12 +66,7 @@ end
 -- waited for them) are killed, then the temporary tree goes.
 local running_jobs = {}
 function H.cleanup_tmp()
-  for job in pairs(running_jobs) do
-    if not H.exists(job.status_file) then
-      local pid = tonumber((H.read(job.pid_file) or ""):match("%d+") or "")
-      if pid then H.kill(pid, "KILL") end
-    end
-  end
+  for job in pairs(running_jobs) do job:abandon() end
   running_jobs = {}
   if tmp_root then os.execute("rm -rf " .. H.quote(tmp_root)) end
   tmp_root = nil
@@ -203,13 +198,17 @@ function H.spawn(argv, opts)
     end
     return tonumber(H.read(self.status_file))
   end
+  -- SIGKILL for the command if it still runs
+  function job:abandon()
+    local pid = not H.exists(self.status_file) and tonumber((H.read(self.pid_file) or ""):match("%d+") or "")
+    if pid then H.kill(pid, "KILL") end
+  end
   -- its status; a job still running after timeout seconds (20) is killed
   -- (nothing it does outlives its test) and the answer is nil, "timed out"
   function job:wait(timeout)
     local status = self:poll(timeout)
     if status then return status end
-    local pid = tonumber((H.read(self.pid_file) or ""):match("%d+") or "")
-    if pid then H.kill(pid, "KILL") end
+    self:abandon()
     return nil, "timed out"
   end
   function job:stderr() return H.read(self.err) or "" end
@@ -247,6 +246,14 @@ l.release()
   job.stop_file = d .. "/stop"
   function job:stop() H.write(d .. "/stop", "") return self:wait() end
   return job
+end
+
+-- A renewal's demo tree: dir/live/cert.pem holding "OLD" (examples/renew*.lua).
+function H.cert_tree()
+  local d = H.tmpdir()
+  os.execute("mkdir -p " .. H.quote(d .. "/live"))
+  H.write(d .. "/live/cert.pem", "OLD\n")
+  return d
 end
 
 -- Wait until path exists and its content is complete (complete(text), when

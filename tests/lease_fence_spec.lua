@@ -69,7 +69,7 @@ end
 describe("lock.lease fencing", function()
   local c, n = nil, 0
   local function name() n = n + 1; return ("f%d_%d"):format(n, math.random(1e6)) end
-  local function env() return { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") } end
+  local function env() return c:env() end
   local function fence(nm)
     return H.prelude .. ("local ENDPOINT, NAME, POSTER = %q, %q, %q\n"):format(
       c.endpoints[1], nm, H.root .. "/tests/etcd_post.py") .. FENCE

@@ -11,11 +11,7 @@ describe("lock.lease", function()
   local c, failed, n = nil, false, 0
   -- every test its own lock name
   local function name() n = n + 1; return ("t%d_%d"):format(n, math.random(1e6)) end
-  local function env(extra)
-    local e = { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") }
-    for k, v in pairs(extra or {}) do e[k] = v end
-    return e
-  end
+  local function env(extra) return c:env(extra) end
   local function ok_or_show(r, status)
     assert.are.equal(status or 0, r.status, r.stdout .. r.stderr)
   end
@@ -538,12 +534,7 @@ end)
 describe("examples/renew_fleet.lua", function()
   local c
   local script = H.root .. "/examples/renew_fleet.lua"
-  local function tree()
-    local d = H.tmpdir()
-    os.execute("mkdir -p " .. H.quote(d .. "/live"))
-    H.write(d .. "/live/cert.pem", "OLD\n")
-    return d
-  end
+  local tree = H.cert_tree
   setup(function() c = C.start { members = 3 } end)
   teardown(function()
     if c then c:stop() end
@@ -553,7 +544,7 @@ describe("examples/renew_fleet.lua", function()
   it("renews under the fleet's lease and the directory's lock, and leaves neither", function()
     local d = tree()
     local r = H.run({ H.host, script, "example.org", d },
-                    { env = { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") } })
+                    { env = c:env() })
     assert.are.equal(0, r.status, r.stderr)
     local token = r.stdout:match("fleet lock on example.org, token (%d+)")
     assert.is_not_nil(token, r.stdout)
@@ -568,7 +559,7 @@ describe("examples/renew_fleet.lua", function()
     local d = tree()
     H.write(d .. "/live/token", "999999999")
     local r = H.run({ H.host, script, "example.net", d },
-                    { env = { LUAGUARD_ETCD_ENDPOINTS = table.concat(c.endpoints, ",") } })
+                    { env = c:env() })
     assert.are.equal(1, r.status)
     assert.matches("the store holds token 999999999, newer than ours", r.stderr)
     assert.are.equal("OLD\n", H.read(d .. "/live/cert.pem"))

@@ -839,7 +839,6 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
                    lg_etcd_error *err) {
   double start = now_s();
   double deadline = isinf(w->timeout) || w->timeout > 1e9 ? HUGE_VAL : start + w->timeout;
-  if (ls->held) return LG_LEASE_OK;
   ls->holder[0] = ls->holder_lease[0] = '\0';
   for (;;) {
     int64_t granted = 0, create_rev = 0, locked_at = 0;
@@ -887,7 +886,7 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
     /* etcd-io/etcd#11456: lock/lock may answer a waiter whose lease expired
     ** meanwhile. The key must still be there, and be ours, in a state no
     ** older than the answer (the expiry, if any, came before it). */
-    rc = range_first(&ls->main, key, NULL, locked_at > 0 ? locked_at : 0, &found, NULL, 0,
+    rc = range_first(&ls->main, key, NULL, locked_at, &found, NULL, 0,
                      &create_rev, NULL, 0, setup_deadline, w, err);
     if (rc == POST_OK && found && create_rev > 0 && !lg_lease_lost(ls) && alive_by_count(ls)) {
       pthread_mutex_lock(&ls->mutex);
