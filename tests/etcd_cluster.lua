@@ -64,7 +64,7 @@ local function member_argv(c, m)
     "--listen-peer-urls", m.peer, "--initial-advertise-peer-urls", m.peer,
     "--initial-cluster", c.initial, "--initial-cluster-state", "new",
     "--initial-cluster-token", c.token,
-    "--heartbeat-interval", "50", "--election-timeout", "500",
+    "--heartbeat-interval", "100", "--election-timeout", "500",
     "--logger", "zap", "--log-outputs", m.log,
   }
   for _, a in ipairs(m.extra or {}) do argv[#argv + 1] = a end

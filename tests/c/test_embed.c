@@ -18,6 +18,7 @@
 
 #include "luaguard.h"
 #include "tap.h"
+#include "testutil.h"
 
 /* In place of `while true do end` where a signal must stop the block: a
 ** fault that keeps it running fails the check in 5 s, not at the alarm. */
@@ -257,7 +258,7 @@ static void test_forked_child_runs_no_cleanup(const char *dir) {
     "LEFT = luaguard.ExitHandler(note, 'left')\n"
     "return 'armed'", path);
   CHECK_STR("armed", run(L, code), "three handlers armed");
-  child = fork();
+  child = test_fork_limited(10);
   if (child == 0) {
     run(L, "EXIT:close() ERR:close('failed')");
     lua_close(L);           /* LEFT, still armed, closed by the close of the state */
@@ -284,7 +285,7 @@ static void test_forked_child_runs_no_cleanup(const char *dir) {
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
-  alarm(60);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
+  alarm(30);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
   setenv("LUA_PATH", "/nonexistent/?.lua", 1);     /* prove no file is needed */
   setenv("LUA_CPATH", "/nonexistent/?.so", 1);
   luaL_openlibs(L);

@@ -36,7 +36,7 @@ static long probe_holder(const char *p) {
   long holder = -2;
   pid_t child;
   if (pipe(fds) != 0) return -3;
-  child = fork();
+  child = test_fork_limited(20);
   if (child == 0) {
     struct flock fl;
     long result = -1;
@@ -118,7 +118,7 @@ static void test_fork(void) {
   pid_t child;
   lg_lock_init(&a);
   lg_lock_acquire(&a, path, 0, NULL, NULL, NULL);
-  child = fork();
+  child = test_fork_limited(20);
   if (child == 0) {
     /* the child inherited the object: releasing it, or re-acquiring, must
     ** never unlink or unlock the parent's lock */
@@ -130,11 +130,11 @@ static void test_fork(void) {
   CHECK_INT(0, WEXITSTATUS(status), "a forked child's release leaves the file");
   CHECK(exists(path), "file still there in the parent");
   CHECK_INT(getpid(), probe_holder(path), "and still locked by the parent");
-  child = fork();
+  child = test_fork_limited(20);
   if (child == 0) _exit(0);     /* a child that just exits */
   waitpid(child, &status, 0);
   CHECK_INT(getpid(), probe_holder(path), "a child's exit leaves the parent's lock held");
-  child = fork();
+  child = test_fork_limited(20);
   if (child == 0) exit(0);      /* exit() runs the atexit release: not ours to do */
   waitpid(child, &status, 0);
   CHECK(exists(path), "a child's exit() leaves the parent's file");
@@ -150,7 +150,7 @@ static void test_other_process(void) {
   char c = 0;
   pid_t child;
   if (pipe(ready) != 0 || pipe(go) != 0) return;
-  child = fork();
+  child = test_fork_limited(20);
   if (child == 0) {
     lg_lock mine;
     lg_lock_init(&mine);
@@ -184,7 +184,7 @@ static int start_holder(holder_process *h, double linger) {
   int ready[2];
   char c;
   if (pipe(ready) != 0 || pipe(h->go) != 0) return -1;
-  h->pid = fork();
+  h->pid = test_fork_limited(20);
   if (h->pid == 0) {
     lg_lock mine;
     struct timespec ts;
@@ -324,7 +324,7 @@ static void test_kernel_wait(void) {
     sigemptyset(&usr1.sa_mask);
     sigaction(SIGUSR1, &usr1, &saved);
     usr1_seen = 0;
-    sender = fork();
+    sender = test_fork_limited(20);
     if (sender == 0) {
       struct timespec ts = {0, 100000000L};
       nanosleep(&ts, NULL);
@@ -438,7 +438,7 @@ static void test_no_permission(void) {
   pid_t child;
   chmod(dir, 0755);
   if (getuid() != 0) chmod(dir, 0555);
-  child = fork();
+  child = test_fork_limited(20);
   if (child == 0) {
     lg_lock a;
     if (getuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(10);
@@ -457,7 +457,7 @@ static void test_no_permission(void) {
 /* A lock still held at exit() is released, its file removed. */
 static void test_exit_release(void) {
   int status;
-  pid_t child = fork();
+  pid_t child = test_fork_limited(20);
   if (child == 0) {
     static lg_lock held;         /* static: still valid when atexit runs */
     lg_lock_init(&held);
@@ -471,7 +471,7 @@ static void test_exit_release(void) {
 
 int main(void) {
   char tmpl[] = "/tmp/lg_lock_test.XXXXXX";
-  alarm(120);   /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
+  alarm(30);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
   if (mkdtemp(tmpl) == NULL) return 2;
   snprintf(dir, sizeof dir, "%s", tmpl);
   snprintf(path, sizeof path, "%s/.certbot.lock", dir);

@@ -16,6 +16,7 @@
 
 #include "lg_signal.h"
 #include "tap.h"
+#include "testutil.h"
 
 static volatile sig_atomic_t seen[16];
 static volatile sig_atomic_t nseen;
@@ -143,7 +144,7 @@ static int read_with_signal_from_child_after(int sig, long late_ms) {
   char c;
   pid_t child;
   if (pipe(fds) != 0) return -2;
-  child = fork();
+  child = test_fork_limited(10);
   if (child == 0) {
     sleep_ms(100);
     if (sig != 0) kill(getppid(), sig);
@@ -219,7 +220,7 @@ static void test_kick_repeats_and_backs_off(void) {
   set_disposition(SIGTERM, recording_handler);
   lg_frame_arm(&f, count_interrupt, NULL);
   if (pipe(fds) != 0) return;
-  child = fork();
+  child = test_fork_limited(10);
   if (child == 0) {
     sleep_ms(600);
     if (write(fds[1], "x", 1) != 1) _exit(1);
@@ -294,7 +295,7 @@ static void test_forked_child(void) {
   pid_t child;
   set_disposition(SIGINT, SIG_DFL);
   lg_frame_arm(&f, count_interrupt, NULL);
-  child = fork();
+  child = test_fork_limited(10);
   if (child == 0) {
     /* inherited our handler and frame: a signal here must not be recorded
     ** for the parent's frame, but meet the original disposition */
@@ -408,7 +409,7 @@ static void test_sigpipe_during_cleanups(void) {
   lg_frame_close(&f);
   CHECK(disposition(SIGPIPE) == SIG_DFL, "SIGPIPE's default is back");
   lg_frame_arm(&f, count_interrupt, NULL);
-  child = fork();
+  child = test_fork_limited(10);
   if (child == 0) {
     lg_frame g;
     lg_frame_arm(&g, count_interrupt, NULL);
@@ -470,7 +471,7 @@ static void test_stop_reason_stays_in_its_group(void) {
 }
 
 int main(void) {
-  alarm(120);   /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
+  alarm(30);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
   test_arm_and_restore();
   test_record_and_interrupt();
   test_arrival_order_not_signal_order();

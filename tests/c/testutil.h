@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <time.h>
+#include <unistd.h>
 
 /* CLOCK_MONOTONIC seconds */
 static inline double test_now(void) {
@@ -30,6 +31,15 @@ static inline int test_count_fds(void) {
   while ((e = readdir(d)) != NULL) if (e->d_name[0] != '.') n++;
   closedir(d);
   return n - 1;
+}
+
+/* fork(); the child ends by SIGALRM after 'seconds': a fault that leaves it
+** waiting (or looping) fails the parent's check on its status, where a plain
+** fork() would leave the parent in waitpid until the program's own alarm */
+static inline pid_t test_fork_limited(unsigned seconds) {
+  pid_t pid = fork();
+  if (pid == 0) alarm(seconds);
+  return pid;
 }
 
 #endif
