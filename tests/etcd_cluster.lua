@@ -135,7 +135,7 @@ function Cluster:hold(name, dir)
   local job = H.spawn_script(([[
     local l = lock.lease(%q)
     io.open(%q, "w"):close()
-    while not io.open(%q) do os.execute("sleep 0.02") end
+    while not io.open(%q) do require("system").sleep(0.02) end
     l:release()
     io.open(%q, "w"):close()
   ]]):format(name, dir .. "/held", dir .. "/stop", dir .. "/released"), nil,

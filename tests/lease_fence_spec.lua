@@ -133,7 +133,7 @@ describe("lock.lease fencing", function()
         k = k + 1
         log:write(fenced_write(key, token, k) and "written " or "refused ", k, "\n")
         log:flush()
-        os.execute("sleep 0.05")
+        require("system").sleep(0.05)
       end
     ]]):format(d .. "/log", d .. "/ready"), nil, { env = env() })
     H.wait_for(d .. "/ready")
@@ -175,7 +175,7 @@ describe("lock.lease fencing", function()
       local l = lock.lease(%q, {ttl = 2, timeout = 30, endpoints = {%q}})
       print(l:key(), l:token())
       io.stdout:flush()
-      while not io.open(%q) do os.execute("sleep 0.05") end
+      while not io.open(%q) do require("system").sleep(0.05) end
     ]]):format(d .. "/waiting", nm, c.endpoints[1], d .. "/done"), nil, { env = env() })
     H.wait_for_file(d .. "/waiting", 10)
     H.sleep(0.5)                      -- its lock/lock request is waiting at etcd

@@ -137,7 +137,7 @@ describe("lock.lease", function()
         io.open(%q, "w"):write(io.open("/proc/uptime"):read("n"), "\n"):close()
       end)
       ready(%q)
-      for _ = 1, 3000 do os.execute("sleep 0.01") end   -- until the loss stops it
+      for _ = 1, 3000 do nap(0.01) end   -- until the loss stops it
     ]]):format(nm, d .. "/lost", d .. "/held"), nil, { env = env() })
     H.wait_for(d .. "/held")
     local r = c:etcdctl({ "get", "--prefix", "-w", "json", "luaguard/lock/" .. nm .. "/" })
@@ -381,7 +381,7 @@ describe("lock.lease", function()
       local l = lock.lease(%q, {ttl = 5, endpoints = {"http://127.0.0.1:%s"}})
       local h <close> = ErrorHandler(function() io.open(%q, "w"):write(now(), "\n"):close() end)
       ready(%q)
-      for _ = 1, 3000 do os.execute("sleep 0.01") end   -- until the loss stops it
+      for _ = 1, 3000 do nap(0.01) end   -- until the loss stops it
     ]]):format(nm, port, d .. "/lost", d .. "/held"), nil, { env = env() })
     H.wait_for(d .. "/held")
     local waiter = H.spawn_script(clock .. ([[
@@ -428,7 +428,7 @@ describe("lock.lease", function()
       local t = l:token()
       io.open(%q, "w"):write(t, "\n"):close()
       local h <close> = ErrorHandler(function() io.stderr:write("cleanup ran: wrong\n") end)
-      while not io.open(%q) do os.execute("sleep 0.05") end
+      while not io.open(%q) do require("system").sleep(0.05) end
       assert(l:check() and l:token() == t)
       l:release()
       print("released", t)

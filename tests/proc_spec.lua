@@ -190,8 +190,8 @@ describe("proc", function()
         do
           local p <close> = proc.spawn({"sh", "-c", "trap '' TERM; echo $$ > " .. arg[1] .. "/pid; sleep 30 & echo $! >> " .. arg[1] .. "/pid; wait"}, {grace = 0.2})
           kept = p
-          while not exists(arg[1] .. "/pid") do os.execute("sleep 0.01") end
-          os.execute("sleep 0.05")
+          while not exists(arg[1] .. "/pid") do nap(0.01) end
+          nap(0.05)
         end
         print("closed", tostring(kept) == ("Process(%d sh) <killed SIGKILL>"):format(kept:pid()),
               kept:kill(), kept:wait().signal)
@@ -391,7 +391,7 @@ with open(log, "a") as f: f.write("child-exit\n")
       local d = H.tmpdir()
       local r = lua([[
         local p = proc.spawn({"sh", "-c", arg[2], "trapper", arg[1] .. "/log", arg[1] .. "/ready"})
-        while not exists(arg[1] .. "/ready") do os.execute("sleep 0.01") end
+        while not exists(arg[1] .. "/ready") do nap(0.01) end
         os.exit(3)
       ]], { d, TRAPPER })
       assert.are.equal(3, r.status, r.stderr)
