@@ -470,6 +470,27 @@ static void test_stop_reason_stays_in_its_group(void) {
   set_disposition(SIGTERM, SIG_DFL);
 }
 
+/*
+** The kick belongs to the process: while one group's frame cleans up, a stop
+** for another group (its lease lost) asks that group's frame to stop but
+** starts no kick, or the cleanup's blocking read would be cut short (EINTR).
+*/
+static void test_stop_for_a_group_does_not_kick_a_cleanup(void) {
+  static const char group_a[] = "a", group_b[] = "b";
+  lg_frame a, b;
+  interrupts = 0;
+  lg_frame_arm(&a, count_interrupt, group_a);
+  lg_frame_arm(&b, count_interrupt, group_b);
+  lg_frame_begin_cleanup(&b);
+  CHECK_INT(1, lg_frame_stop(group_a, 5), "a stop for group a while group b cleans up");
+  CHECK_INT(1, interrupts, "group a's frame was asked to stop");
+  CHECK_INT(1, read_with_signal_from_child(0),
+            "group b's cleanup's blocking read completes (no kick while a cleanup runs)");
+  lg_frame_close(&b);
+  lg_frame_close(&a);
+  CHECK(lg_frame_top() == NULL, "both closed");
+}
+
 int main(void) {
   alarm(30);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
   test_arm_and_restore();
@@ -487,5 +508,6 @@ int main(void) {
   test_frame_armed_by_cleanup_receives_nothing();
   test_sigpipe_during_cleanups();
   test_stop_reason_stays_in_its_group();
+  test_stop_for_a_group_does_not_kick_a_cleanup();
   return tap_done();
 }
