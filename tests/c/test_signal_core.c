@@ -471,6 +471,26 @@ static void test_stop_reason_stays_in_its_group(void) {
 }
 
 /*
+** A signal that asks the body to stop starts the kick; when the cleanups
+** begin before the body noticed (a handler closing just as the signal came),
+** beginning them stops the kick, or a cleanup's blocking read is cut short.
+*/
+static void test_cleanup_stops_the_kick(void) {
+  lg_frame f;
+  nseen = 0;
+  set_disposition(SIGTERM, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  kill(getpid(), SIGTERM);          /* routed to f: stopping, the kick started */
+  CHECK_INT(LG_FRAME_STOPPING, f.state, "the signal asked the body to stop");
+  lg_frame_begin_cleanup(&f);
+  CHECK_INT(1, read_with_signal_from_child(0),
+            "a cleanup's blocking read completes: beginning the cleanups stopped the kick");
+  lg_frame_close(&f);
+  CHECK_INT(1, nseen, "the signal re-delivered at the close");
+  set_disposition(SIGTERM, SIG_DFL);
+}
+
+/*
 ** The kick belongs to the process: while one group's frame cleans up, a stop
 ** for another group (its lease lost) asks that group's frame to stop but
 ** starts no kick, or the cleanup's blocking read would be cut short (EINTR).
@@ -509,5 +529,6 @@ int main(void) {
   test_sigpipe_during_cleanups();
   test_stop_reason_stays_in_its_group();
   test_stop_for_a_group_does_not_kick_a_cleanup();
+  test_cleanup_stops_the_kick();
   return tap_done();
 }
