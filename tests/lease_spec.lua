@@ -507,8 +507,8 @@ describe("lock.lease over TLS", function()
         return e.kind .. " " .. tostring(e.code) .. " " .. tostring(e.message)
       end
       local l <close> = lock.lease("auth", {endpoints = {ep}, cacert = ca, user = "locker",
-                                             password = "lockpw", ttl = 2})
-      os.execute("sleep 2.5")           -- past the ttl: the thread's renewals authenticate too
+                                             password = "lockpw", ttl = 3})
+      nap(3.5)                          -- past the ttl: the thread's renewals authenticate too
       print(tostring(l), l:check())
       l:release()
       print("wrong password:", try({user = "locker", password = "nope"}))

@@ -8,6 +8,7 @@
 */
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
@@ -143,6 +144,19 @@ static void test_fork(void) {
   CHECK(!exists(path), "the parent's release removes it");
 }
 
+/* A holder child waits for the parent's go, 10 s at most: a wait in the
+** parent that should have ended but goes on gets the lock then, and its check
+** fails, rather than the test waiting for its alarm. 0 on go. */
+static int wait_for_go(int fd) {
+  struct pollfd go;
+  char c;
+  go.fd = fd;
+  go.events = POLLIN;
+  go.revents = 0;
+  if (poll(&go, 1, 10000) != 1) return -1;
+  return read(fd, &c, 1) == 1 ? 0 : -1;
+}
+
 static void test_other_process(void) {
   lg_lock a;
   lg_lock_failure why;
@@ -156,7 +170,7 @@ static void test_other_process(void) {
     lg_lock_init(&mine);
     lg_lock_acquire(&mine, path, 0, NULL, NULL, NULL);
     if (write(ready[1], "r", 1) != 1) _exit(1);
-    if (read(go[0], &c, 1) != 1) _exit(1);
+    wait_for_go(go[0]);
     lg_lock_release(&mine, path);
     _exit(0);
   }
@@ -176,8 +190,8 @@ static void test_other_process(void) {
   close(ready[0]); close(ready[1]); close(go[0]); close(go[1]);
 }
 
-/* A holder in a child process: holds path until a byte arrives on go[0],
-** then releases it after 'linger' seconds. */
+/* A holder in a child process: holds path until a byte arrives on go[0]
+** (10 s at most: wait_for_go), then releases it after 'linger' seconds. */
 typedef struct holder_process { pid_t pid; int go[2]; } holder_process;
 
 static int start_holder(holder_process *h, double linger) {
@@ -193,7 +207,7 @@ static int start_holder(holder_process *h, double linger) {
     lg_lock_init(&mine);
     if (lg_lock_acquire(&mine, path, 0, NULL, NULL, NULL) != 0) _exit(1);
     if (write(ready[1], "r", 1) != 1) _exit(1);
-    if (read(h->go[0], &c, 1) != 1) _exit(1);
+    wait_for_go(h->go[0]);
     nanosleep(&ts, NULL);
     lg_lock_release(&mine, path);
     _exit(0);
