@@ -312,6 +312,19 @@ static void test_kernel_wait(void) {
     CHECK(now.sa_handler == program_rt_handler && program_rt_calls == 0,
           "program's signal: its handler stays, never called by the wait");
   }
+  {
+    /* and the program's own signal, sent during a wait, still reaches it */
+    pid_t sender = test_fork_limited(10);
+    if (sender == 0) {
+      struct timespec ts = {0, 50000000L};
+      nanosleep(&ts, NULL);
+      kill(getppid(), SIGRTMIN);
+      _exit(0);
+    }
+    CHECK_INT(-1, lg_lock_acquire(&a, path, 0.3, NULL, NULL, &why), "program's signal sent during a wait");
+    waitpid(sender, NULL, 0);
+    CHECK_INT(1, program_rt_calls, "program's signal: its handler got it (the wait borrowed another)");
+  }
   sigaction(SIGRTMIN, &saved, NULL);
 
   /* a thread that blocks every real-time signal waits by polling, on time */
