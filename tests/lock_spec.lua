@@ -510,6 +510,26 @@ describe("lock", function()
     assert.matches("another instance is running %(another LockFile of this Lua state holds it", second)
   end)
 
+  it("refuses at once a lock this Lua state holds from a coroutine (one state, one context)", function()
+    -- a coroutine is the same Lua state: while main waits, it cannot run to
+    -- release; timeout 5 would be a wait that only ends by the timeout
+    local r = lua([[
+      local co = coroutine.wrap(function()
+        local a <close> = lock.dir(arg[1])
+        coroutine.yield(a:is_locked())
+      end)
+      local held = co()
+      local t0 = os.time()
+      local ok, e = pcall(lock.dir, arg[1], { timeout = 5 })
+      print(held, ok, os.time() - t0 <= 1)
+      print(tostring(e))
+    ]], { H.tmpdir() })
+    assert.are.equal(0, r.status, r.stderr)
+    local first, second = r.stdout:match("^([^\n]*)\n([^\n]*)\n$")
+    assert.are.equal("true\tfalse\ttrue", first)
+    assert.matches("another LockFile of this Lua state holds it", second)
+  end)
+
   it("opens another user's lock file in a sticky directory (fs.protected_regular)", function()
     -- O_CREAT on a file we do not own in a sticky world-writable directory is
     -- refused (EACCES) under protected_regular; the lock retries without it.
