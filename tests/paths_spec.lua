@@ -186,6 +186,24 @@ describe("the guard's promise off the well-walked paths", function()
   end)
 
   describe("module mode, coroutines", function()
+    it("a guard's stop that ends its coroutine goes on in the thread that resumed it", function()
+      -- resume returns the SignalExit (caught outside its guard): the inner
+      -- handler stays armed in the dead coroutine, and the main thread is
+      -- stopped at its next instruction, handlers closed innermost first
+      local r = H.run_prelude([[
+        local outer <close> = ExitHandler(function() print("outer cleanup") end)
+        local co = coroutine.create(function()
+          local inner <close> = ErrorHandler(function() print("inner cleanup") end)
+          kill("TERM")
+          spin()
+        end)
+        local ok = coroutine.resume(co)
+        print("NOT REACHED: the block went on after resume", ok)
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("inner cleanup\nouter cleanup\n", r.stdout)
+    end)
+
     it("a handler left armed in a suspended coroutine: SIGTERM stops the main thread", function()
       local r = stock([[
         local co = coroutine.create(function()

@@ -387,6 +387,28 @@ with open(log, "a") as f: f.write("child-exit\n")
       assert.is_false(alive(child))
     end)
 
+    it("leaves alone a child a cleanup started when the stop it deferred goes on to an outer block", function()
+      -- the SIGTERM comes during the inner cleanup: deferred, then routed to
+      -- the outer block, whose stop stops the state's children, but not the
+      -- ones cleanups started (a service a rollback restarts, say)
+      local r = lua([[
+        local outer <close> = ErrorHandler(function()
+          print("outer cleanup: the cleanup's child runs:", CHILD:wait(0) == nil)
+          CHILD:kill("KILL")
+          CHILD:wait()
+        end)
+        do
+          local inner <close> = ExitHandler(function()
+            CHILD = proc.spawn({"sleep", "30"})
+            kill("TERM")                 -- deferred: a cleanup runs
+          end)
+        end                              -- inner closes: the SIGTERM goes on to outer
+        spin()
+      ]])
+      assert.are.equal(128 + 15, r.status, r.stderr)
+      assert.are.equal("outer cleanup: the cleanup's child runs:\ttrue\n", r.stdout)
+    end)
+
     it("stops a spawned child left running when the script calls os.exit", function()
       local d = H.tmpdir()
       local r = lua([[

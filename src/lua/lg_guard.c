@@ -310,9 +310,29 @@ static lg_guard *guard_of_thread(lua_State *L) {
 */
 typedef struct { int sig, reason; } stop_cause;
 
+/*
+** A guard whose stop error ended its coroutine (coroutine.resume returned it:
+** caught outside the guard). Its block is over but its handlers are still
+** armed in the dead coroutine, and no instruction of it will run again: the
+** stop goes on from whichever thread of st runs next, as when no armed block
+** is running.
+*/
+static lg_guard *stop_left_in_dead_thread(const lg_state *st) {
+  lg_frame *f;
+  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
+    lg_guard *g = as_guard(f);
+    int status;
+    if (g == NULL || g->state != st || !is_open(g) || !g->in_flight) continue;
+    status = lua_status(g->thread);
+    if (status != LUA_OK && status != LUA_YIELD) return g;
+  }
+  return NULL;
+}
+
 static int pending_stop(const lg_state *st, stop_cause *why) {
   lg_guard *g = newest_guard(st, NULL, NULL, UNACTED_GUARD);
   why->sig = why->reason = 0;
+  if (g == NULL) g = stop_left_in_dead_thread(st);
   if (g == NULL) return 0;
   if (g->frame.record.length > 0) why->sig = g->frame.record.order[0];
   else why->reason = g->frame.reason;
