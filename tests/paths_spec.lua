@@ -398,6 +398,19 @@ describe("the guard's promise off the well-walked paths", function()
       assert.matches("interrupted!", job:stderr())
       assert.matches("goes on\n", job:stdout())
     end)
+
+    it("with no handler, a second SIGINT before the line stops ends the session, as in lua5.4", function()
+      -- the line waits in C (pclose retries its wait): the first SIGINT can
+      -- only mark the line; the second meets the default disposition
+      local status, job = repl({ "-i" }, {
+        "local p = io.open('/proc/self/stat'):read('n'); "
+          .. "io.popen('kill -INT ' .. p .. '; sleep 0.3; kill -INT ' .. p):close()",
+        "print('goes on')",
+        "os.exit(7)",
+      })
+      assert.are.equal(128 + SIG.INT, status, job:stderr())
+      assert.is_nil(job:stdout():find("\ngoes on\n", 1, true))
+    end)
   end)
 
   describe("a deep nest stopped by a signal", function()
