@@ -152,6 +152,32 @@ describe("lock.lease", function()
       :format(lost - revoked))
   end)
 
+  it("takes the lock again at acquire() after a loss, with a larger token", function()
+    -- module mode with no handler armed: the loss stops nothing, is_locked() says it
+    local nm = name()
+    local d = H.tmpdir()
+    local job = H.spawn_script(H.prelude .. ([[
+      local lock = require("luaguard").lock
+      local l = lock.lease(%q, {ttl = 2})
+      local first = l:token()
+      ready(%q)
+      local deadline = os.time() + 10
+      while l:is_locked() and os.time() < deadline do nap(0.05) end
+      print("lost", not l:is_locked(), (pcall(l.check, l)))
+      l:acquire()
+      print("again", l:is_locked(), l:token() > first)
+      l:release()
+    ]]):format(nm, d .. "/held"), nil, { env = env(H.module_env), interpreter = H.lua })
+    H.wait_for(d .. "/held")
+    local r = c:etcdctl({ "get", "--prefix", "-w", "json", "luaguard/lock/" .. nm .. "/" })
+    local lease = assert(r.stdout:match('"lease":(%d+)'), r.stdout)
+    r = c:etcdctl({ "lease", "revoke", ("%x"):format(math.tointeger(tonumber(lease))) })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal(0, job:wait(20), job:stderr())
+    assert.are.equal("lost\ttrue\tfalse\nagain\ttrue\ttrue\n", job:stdout())
+    assert.are.same({}, c:keys("luaguard/lock/" .. nm))
+  end)
+
   it("says which endpoint failed when the cluster cannot be reached", function()
     local r = lua([[
       local ok, e = pcall(lock.lease, "x", {endpoints = {"http://127.0.0.1:1", "http://127.0.0.1:2"}})
