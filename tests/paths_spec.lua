@@ -12,11 +12,13 @@ local stock = H.run_stock
 -- Run a shell command line (a pipeline); its first stage's status is written
 -- by the shell itself, 128+N for death by signal N. A pipeline still running
 -- after H.run_limit seconds is killed, its whole process group (timeout's
--- own): then no status is written, and the test fails saying so.
+-- own; SIGKILL at once: a stage that ignores SIGTERM would outlive the shell,
+-- and timeout stops once the shell is gone): then no status is written, and
+-- the test fails saying so.
 local function pipeline(line)
   local d = H.tmpdir()
   local status_file = d .. "/status"
-  os.execute(("timeout -k 5 %d bash -c %s"):format(H.run_limit,
+  os.execute(("timeout -s KILL %d bash -c %s"):format(H.run_limit,
     H.quote(line .. "; echo ${PIPESTATUS[0]} > " .. H.quote(status_file))))
   local f = io.open(status_file)
   assert(f, ("the pipeline was still running after %d s: %s"):format(H.run_limit, line))
