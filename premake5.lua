@@ -161,6 +161,11 @@ project "luaguard_lease_module"
   targetprefix ""
   files { "src/core/lg_etcd.c", "src/lua/lg_lease.c", "src/lua/lg_common.c" }
   links { "curl", "cjson", "pthread" }
+  -- never unloaded (lua_close dlcloses C modules): libcurl and OpenSSL, loaded
+  -- with it, keep thread-locals and exit handlers of their own, and unloading
+  -- them under a running process left dynamic TLS that LeakSanitizer's exit
+  -- scan crashed on ("Tracer caught signal 11", module mode under ASan)
+  linkoptions { "-Wl,-z,nodelete" }
 
 -- The host: lua.c's twin. Exports its symbols (-Wl,-E) like lua5.4 does, so
 -- Debian's C modules (lfs.so) resolve Lua's API when they load.
