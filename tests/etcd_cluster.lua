@@ -47,6 +47,15 @@ function Cluster:etcdctl(args, opts)
   return H.run(argv, { env = { ETCDCTL_API = "3" }, stdin = opts.stdin, bare = true })
 end
 
+-- Revoke, as another client would, the lease of the first key under prefix
+-- (a holder's lock key): its holder learns it at its next renewal.
+function Cluster:revoke_lease_of(prefix)
+  local r = self:etcdctl({ "get", "--prefix", "-w", "json", prefix })
+  local lease = assert(r.stdout:match('"lease":(%d+)'), r.stdout)
+  r = self:etcdctl({ "lease", "revoke", ("%x"):format(math.tointeger(tonumber(lease))) })
+  assert(r.status == 0, r.stderr)
+end
+
 -- Keys under prefix (a list, sorted).
 function Cluster:keys(prefix)
   local r = self:etcdctl({ "get", "--prefix", "--keys-only", prefix })

@@ -298,9 +298,10 @@ end
 H.spin_limit = (os.getenv("LUAGUARD_VALGRIND") or "") ~= "" and 60 or 10
 
 -- Lines every child script can start with: its pid, a ready file, self-kill,
--- nap() (lua-system's sleep) and spin(), which stands for `while true do end` where a signal must stop
--- the block: a fault that keeps it running ends the script with status 99 and
--- a message, in seconds, instead of holding the test to its time limit.
+-- nap() (lua-system's sleep), and spin(), which stands for `while true do end`
+-- where a signal must stop the block: a fault that keeps it running ends the
+-- script with status 99 and a message, in seconds, instead of holding the test
+-- to its time limit.
 H.prelude = [[
 local SPIN_LIMIT = ]] .. H.spin_limit .. [[
 
