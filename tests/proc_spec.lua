@@ -183,6 +183,25 @@ describe("proc", function()
       assert.are.equal("true\nnil\ntrue\n15\tnil\ttrue\nfalse\n2\t<exited 2>\n", r.stdout)
     end)
 
+    it("tostring tells how a child ended that nobody waited for", function()
+      -- the first tostring after the exit reaps it: the status it shows is
+      -- the one just read, not the record from before
+      local r = lua([[
+        local p = proc.spawn({"sh", "-c", "exit 3"})
+        local q = proc.spawn({"sh", "-c", "kill -KILL $$"})
+        for _, c in ipairs({p, q}) do   -- until each is a zombie: ended, not reaped
+          local function state()
+            local f = io.open("/proc/" .. c:pid() .. "/stat")
+            return f and f:read("a"):match("%) (%a)")
+          end
+          while state() ~= "Z" do nap(0.01) end
+        end
+        print(tostring(p):match("<.*>"), tostring(q):match("<.*>"))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("<exited 3>\t<killed SIGKILL>\n", r.stdout)
+    end)
+
     it("stops and reaps a running child at <close>, SIGKILL after grace for one that ignores SIGTERM", function()
       local d = H.tmpdir()
       local r = lua([[

@@ -590,9 +590,10 @@ static int process_pid(lua_State *L) {
 static int process_tostring(lua_State *L) {
   Process *p = toProcess(L, 1);
   const char *name = push_name(L, 1);
-  int st = p->child.status;
   char sigbuf[32];
-  lg_child_try_reap(&p->child);
+  int st;
+  lg_child_try_reap(&p->child);   /* first: an exit not yet reaped is read here */
+  st = p->child.status;
   if (!p->child.reaped)
     lua_pushfstring(L, "Process(%d %s) <running>", (int)p->child.pid, name);
   else if (st != -1 && WIFEXITED(st))
