@@ -320,6 +320,81 @@ describe("the guard's promise off the well-walked paths", function()
     end)
   end)
 
+  describe("a handler armed and closed while a SignalExit unwinds (in a __close)", function()
+    -- Its close used to put the thread's own hook back, and with it went the
+    -- return hook that catches a swallowing pcall: the pcall kept the SignalExit.
+    local body = [[
+      local outer <close> = ErrorHandler(function() print("outer cleanup") end)
+      local ok = pcall(function()
+        local c <close> = setmetatable({}, {__close = function()
+          local h <close> = %s
+        end})
+        kill("TERM")
+        spin()
+      end)
+      print("NOT REACHED: the pcall kept it", ok)
+    ]]
+    for _, case in ipairs({
+      { "an ErrorHandler, host", H.run_prelude, "ErrorHandler(print, 'never')" },
+      { "an ExitHandler with a cleanup, module mode", stock, "ExitHandler(print, 'exit cleanup')" },
+    }) do
+      it(case[1] .. ": the SignalExit is raised again after the pcall", function()
+        local r = case[2](body:format(case[3]))
+        assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+        local expected = case[3]:match("'exit cleanup'") and "exit cleanup\nouter cleanup\n" or "outer cleanup\n"
+        assert.are.equal(expected, r.stdout)
+      end)
+    end
+
+    it("the error that reaches the block's end is the SignalExit caught by the pcall", function()
+      local r = H.run_prelude([[
+        local seen
+        local ok, err = pcall(function()
+          local outer <close> = ErrorHandler()
+          local t <close> = setmetatable({}, {__close = function(_, e)
+            print(rawequal(e, seen), tostring(e))
+          end})
+          pcall(function()
+            local c <close> = setmetatable({}, {__close = function(_, e)
+              seen = e
+              local h <close> = ErrorHandler()
+            end})
+            kill("TERM")
+            spin()
+          end)
+          print("NOT REACHED: the pcall kept it")
+        end)
+        print("NOT REACHED: the script's pcall kept it", ok, err)
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("true\tSignalExit: SIGTERM\n", r.stdout)
+    end)
+  end)
+
+  describe("a SignalExit passed on from an inner handler to an outer one", function()
+    it("raised again after a pcall between the two swallows it: the same object", function()
+      local r = H.run_prelude([[
+        local seen
+        pcall(function()
+          local outer <close> = ErrorHandler(function() print("outer cleanup") end)
+          local t <close> = setmetatable({}, {__close = function(_, e)
+            print(rawequal(e, seen), tostring(e))
+          end})
+          pcall(function()
+            local inner <close> = ErrorHandler(function() print("inner cleanup") end)
+            local c <close> = setmetatable({}, {__close = function(_, e) seen = e end})
+            kill("TERM")
+            spin()
+          end)
+          print("NOT REACHED: the pcall kept it")
+        end)
+        print("NOT REACHED: the script's pcall kept it")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("inner cleanup\ntrue\tSignalExit: SIGTERM\nouter cleanup\n", r.stdout)
+    end)
+  end)
+
   describe("the REPL", function()
     -- stdin: a FIFO this test keeps open and feeds; the REPL writes its pid
     -- to $PIDDIR/pid when a line asks it to.

@@ -355,10 +355,29 @@ static void save_user_hook(lg_guard *g, lua_State *L) {
   g->user_count = lua_gethookcount(L);
 }
 
-/* Put the thread's own hook back (nothing left to stop there). */
-static void put_back_hook(lua_State *L, const lg_guard *g, const lg_state *st) {
+/* Whether an open guard on thread L, 'leaving' aside (one being closed),
+** has its stop error on its way (step 4 needs that thread's return hook). */
+static int in_flight_on(const lua_State *L, const lg_guard *leaving) {
+  lg_frame *f;
+  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
+    const lg_guard *o = as_guard(f);
+    if (o != NULL && o != leaving && o->thread == L && o->in_flight && is_open(o)) return 1;
+  }
+  return 0;
+}
+
+/*
+** Put the thread's own hook back (nothing left to stop there; g's saved
+** one, g the innermost guard on L, or 'leaving' as it closes) - unless a
+** guard of the thread is in flight: a handler armed and closed while a
+** SignalExit unwinds (in a __close on its way) must leave the return hook
+** that catches a pcall swallowing it, or the pcall keeps it.
+*/
+static void put_back_hook(lua_State *L, const lg_guard *g, const lg_state *st,
+                          const lg_guard *leaving) {
   if (lua_gethook(L) != guard_hook) return;
-  if (g != NULL) lua_sethook(L, g->user_hook, g->user_mask, g->user_count);
+  if (in_flight_on(L, leaving)) lua_sethook(L, guard_hook, LUA_MASKRET, 0);
+  else if (g != NULL) lua_sethook(L, g->user_hook, g->user_mask, g->user_count);
   else if (st != NULL && L == st->main)
     lua_sethook(L, st->main_hook, st->main_mask, st->main_count);
   else lua_sethook(L, NULL, 0, 0);
@@ -491,7 +510,7 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
   lg_state *st = g != NULL ? g->state : state_of(L);
   stop_cause why;
   if (lg_signal_cleaning()) {   /* deferred: routed again when cleanups end */
-    put_back_hook(L, g, st);
+    put_back_hook(L, g, st, NULL);
     return;
   }
   if (ar->event == LUA_HOOKRET) {
@@ -508,7 +527,7 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     return;
   }
   if (pending_stop(st, &why)) act_on_stop(L, g, st, &why);
-  put_back_hook(L, g, st);
+  put_back_hook(L, g, st, NULL);
 }
 
 
@@ -540,7 +559,7 @@ int lg_guard_stopped(const lg_guard *g) {
 }
 
 void lg_guard_begin_cleanup(lg_guard *g) {
-  put_back_hook(g->thread, g, g->state);
+  put_back_hook(g->thread, g, g->state, g);
   lg_frame_begin_cleanup(&g->frame);
 }
 
@@ -553,7 +572,7 @@ void lg_guard_close(lua_State *L, lg_guard *g) {
   lg_state *st = g->state;
   lg_guard *next;
   if (g->frame.state == LG_FRAME_CLOSED) return;
-  put_back_hook(g->thread, g, st);
+  put_back_hook(g->thread, g, st, g);
   if (g->thread != st->main) st->off_main--;
   if (lg_frame_close(&g->frame) != 0)
     lg_log("could not restore signal dispositions: %s", strerror(errno));
