@@ -309,6 +309,59 @@ static void test_forked_child(void) {
   lg_frame_close(&f);
 }
 
+/* A forked child (no exec) that arms a frame of its own gets a kick of its
+** own: timers are not inherited, and with the parent's a body's blocking read
+** in the child would not return at the signal (SA_RESTART). */
+static void test_forked_child_kick(void) {
+  lg_frame f;
+  int status = -1, waited_ms;
+  pid_t child;
+  set_disposition(SIGTERM, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);     /* the parent's, with its timer */
+  child = test_fork_limited(10);
+  if (child == 0) {
+    lg_frame mine;
+    int fds[2];
+    ssize_t rc;
+    char c;
+    if (pipe(fds) != 0 || lg_frame_arm(&mine, count_interrupt, NULL) != 0) _exit(2);
+    rc = read(fds[0], &c, 1);                  /* nobody writes: only the kick ends it */
+    _exit(rc < 0 && errno == EINTR ? 0 : 1);
+  }
+  sleep_ms(100);
+  kill(child, SIGTERM);
+  for (waited_ms = 0; waited_ms < 3000 && waitpid(child, &status, WNOHANG) == 0; waited_ms += 10)
+    sleep_ms(10);
+  if (waited_ms >= 3000) {
+    kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+  }
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "a forked child's own frame: its body's read returns EINTR at the signal (its own kick)");
+  lg_frame_close(&f);
+}
+
+/* A signal that lands while normal code holds the list's lock waits in the
+** pending ring; giving the lock back routes it (the body is stopped then). */
+static void test_signal_while_the_list_is_locked(void) {
+  lg_frame f;
+  int list[LG_RECORD_LIST_MAX];
+  interrupts = 0;
+  nseen = 0;
+  set_disposition(SIGHUP, recording_handler);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  lg_frames_lock();
+  kill(getpid(), SIGHUP);           /* delivered now: the handler finds the list busy */
+  CHECK_INT(0, interrupts, "while the list is locked the signal only waits");
+  lg_frames_unlock();
+  CHECK_INT(1, interrupts, "giving the lock back routes it: the body is asked to stop");
+  CHECK(f.state == LG_FRAME_STOPPING, "the frame is stopping");
+  CHECK(lg_record_list(&f.record, list) == 1 && list[0] == SIGHUP, "and recorded it");
+  lg_frame_close(&f);
+  CHECK(nseen == 1 && seen[0] == SIGHUP, "the close re-delivers it");
+  set_disposition(SIGHUP, SIG_DFL);
+}
+
 static void test_record_overflow(void) {
   lg_frame f;
   int list[LG_RECORD_LIST_MAX], i, n;
@@ -522,6 +575,8 @@ int main(void) {
   test_kick_signal_is_borrowed();
   test_fallback_flips_restart_for_cleanups();
   test_forked_child();
+  test_forked_child_kick();
+  test_signal_while_the_list_is_locked();
   test_record_overflow();
   test_out_of_order_close_merges_in_arrival_order();
   test_program_disposition_left_alone();
