@@ -67,6 +67,19 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("false\ttrue\tfalse\n", m.stdout)
     end)
 
+    it("an ignored SIGPIPE (inherited) stays ignored while a handler is armed, for children too", function()
+      local r = H.run_prelude([[
+        local function pipe_ignored(status)   -- SIGPIPE (13) in a SigIgn mask
+          return (tonumber(status:match("SigIgn:%s*(%x+)"), 16) >> 12) & 1 == 1
+        end
+        local h <close> = ErrorHandler()
+        print(caught(13), pipe_ignored(io.open("/proc/self/status"):read("a")),
+              pipe_ignored(proc.run({"cat", "/proc/self/status"}, {stdout = "capture"}).stdout))
+      ]], nil, { prefix = { "env", "--ignore-signal=PIPE" } })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("false\ttrue\ttrue\n", r.stdout)
+    end)
+
     it("a body writing to a closed pipe still dies by SIGPIPE, as with lua5.4", function()
       local d = H.tmpdir()
       local script = H.write(d .. "/s.lua", [[
