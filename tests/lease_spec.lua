@@ -172,6 +172,33 @@ describe("lock.lease", function()
     assert.are.same({}, c:keys("luaguard/lock/" .. nm))
   end)
 
+  it("lost while an inner handler's cleanups run: the outer block stops once they end", function()
+    -- deferred as a signal is: the cleaning frame keeps the stop, and its
+    -- close hands it on to the next frame of the state
+    local nm = name()
+    local d = H.tmpdir()
+    local job = H.spawn_script(H.prelude .. ([[
+      local l = lock.lease(%q, {ttl = 2})
+      local outer <close> = ErrorHandler(function() print("outer cleanup") end)
+      pcall(function()
+        local inner <close> = ErrorHandler(function()
+          ready(%q)
+          local deadline = os.time() + 10
+          while l:is_locked() and os.time() < deadline do nap(0.05) end
+          print("the inner cleanup saw the loss", not l:is_locked())
+        end)
+        error("the inner block fails")
+      end)
+      print("NOT REACHED: the outer block went on")
+      nap(5)
+    ]]):format(nm, d .. "/cleaning"), nil, { env = env() })
+    H.wait_for(d .. "/cleaning")
+    c:revoke_lease_of("luaguard/lock/" .. nm .. "/")
+    assert.are.equal(1, job:wait(20), job:stderr())
+    assert.are.equal("the inner cleanup saw the loss\ttrue\nouter cleanup\n", job:stdout())
+    assert.matches("LeaseLost: " .. nm, job:stderr())
+  end)
+
   it("says which endpoint failed when the cluster cannot be reached", function()
     local r = lua([[
       local ok, e = pcall(lock.lease, "x", {endpoints = {"http://127.0.0.1:1", "http://127.0.0.1:2"}})
