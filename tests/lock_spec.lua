@@ -53,6 +53,53 @@ describe("lock", function()
                    .. "LockFile(%s/.certbot.lock) <released>\tfalse\n"):format(d, d), r.stdout)
   end)
 
+  it("names dir/.certbot.lock once whether or not the directory ends in a slash", function()
+    local d = H.tmpdir()
+    local r = lua([[
+      local l = lock.dir(arg[1] .. "/")
+      print(tostring(l))
+      l:release()
+    ]], { d })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal(("LockFile(%s/.certbot.lock) <acquired>\n"):format(d), r.stdout)
+  end)
+
+  it("locks a file directly under / (the parent is / itself), and removes it", function()
+    -- (the suite runs as root, as scripts/setup needs; a user who may not
+    -- create in / gets the OSError that says so, checked as well)
+    local path = ("/luaguard-test-%d.lock"):format(math.random(1e9))
+    local r = lua([[
+      local ok, l = pcall(lock.LockFile, arg[1])
+      if not ok then print(l.kind, l.errno) return end
+      print(tostring(l))
+      l:release()
+      print(io.open(arg[1]) == nil)
+    ]], { path })
+    os.remove(path)
+    assert.are.equal(0, r.status, r.stderr)
+    local f = io.popen("id -u")
+    local root = f:read("n") == 0
+    f:close()
+    if root then
+      assert.are.equal(("LockFile(%s) <acquired>\ntrue\n"):format(path), r.stdout)
+    else
+      assert.are.equal("OSError\t13\n", r.stdout)
+    end
+  end)
+
+  it("releases quietly a held file someone deleted by hand", function()
+    local d = H.tmpdir()
+    local r = lua([[
+      local l = lock.LockFile(arg[1] .. "/my.lock")
+      os.remove(arg[1] .. "/my.lock")
+      l:release()
+      print(l:is_locked(), io.open(arg[1] .. "/my.lock") == nil)
+    ]], { d })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("false\ttrue\n", r.stdout)
+    assert.are.equal("", r.stderr)
+  end)
+
   it("creates the file with mode 0600 and removes it on release", function()
     local d = H.tmpdir()
     local r = lua([[
@@ -172,6 +219,32 @@ describe("lock", function()
     assert.are.equal("LockError", kind)
     assert.is_true(tonumber(elapsed) >= 0.4 and tonumber(elapsed) < 2, "elapsed " .. elapsed)
     assert.is_true(tonumber(waited) >= 0.4, "waited " .. waited)
+  end)
+
+  it("two processes waiting for each other's lock (a cycle the kernel refuses): a LockError at the timeout", function()
+    -- A holds a and waits for b; B holds b, then waits for a: B's F_SETLKW
+    -- would close the cycle, the kernel says EDEADLK, and B waits by naps
+    -- until its timeout (then A gets b)
+    local d = H.tmpdir()
+    local a = H.spawn_script(H.prelude .. [[
+      local mine = lock.LockFile(arg[1] .. "/a")
+      ready(arg[1] .. "/a_holds")
+      wait_for(arg[1] .. "/b_holds")
+      local ok, e = pcall(lock.LockFile, arg[1] .. "/b", { timeout = 10 })
+      print("A", ok and "acquired" or e.kind)
+    ]], { d })
+    local b = H.spawn_script(H.prelude .. [[
+      local mine = lock.LockFile(arg[1] .. "/b")
+      ready(arg[1] .. "/b_holds")
+      wait_for(arg[1] .. "/a_holds")
+      nap(0.3)                                   -- A is in its wait by now
+      local ok, e = pcall(lock.LockFile, arg[1] .. "/a", { timeout = 1 })
+      print("B", ok and "acquired" or e.kind, ok or e.errno, ok or e.waited >= 1)
+    ]], { d })
+    assert.are.equal(0, b:wait(20), b:stderr())
+    assert.are.equal(0, a:wait(20), a:stderr())
+    assert.are.equal("B\tLockError\tnil\ttrue\n", b:stdout())
+    assert.are.equal("A\tacquired\n", a:stdout())
   end)
 
   it("gets the lock soon after the holder releases while waiting", function()
