@@ -129,6 +129,17 @@ static void test_fork(void) {
   }
   waitpid(child, &status, 0);
   CHECK_INT(0, WEXITSTATUS(status), "a forked child's release leaves the file");
+  child = test_fork_limited(20);
+  if (child == 0) {
+    /* acquire on the inherited object: the copy is dropped first, and the
+    ** lock is found held by another process, the parent */
+    lg_lock_failure why;
+    if (lg_lock_acquire(&a, path, 0, NULL, NULL, &why) != -1 || errno != EWOULDBLOCK) _exit(12);
+    _exit(why.holder == getppid() && exists(path) ? 0 : 13);
+  }
+  waitpid(child, &status, 0);
+  CHECK_INT(0, WEXITSTATUS(status),
+            "a forked child's acquire on the inherited object: held by the parent (its pid)");
   CHECK(exists(path), "file still there in the parent");
   CHECK_INT(getpid(), probe_holder(path), "and still locked by the parent");
   child = test_fork_limited(20);
