@@ -171,4 +171,21 @@ describe("host command line", function()
     assert.matches("1\t2\n", r.stdout)
     assert.matches("stdin:1: in repl", r.stderr)
   end)
+
+  it("shows the same interactive session as lua5.4, line for line (after its own version line)", function()
+    -- '=expr', _PROMPT and _PROMPT2, a statement over several lines, an
+    -- error, results that print cannot show, and the newline at the end
+    local stdin = table.concat({
+      "x = 6 * 7", "= x", "_PROMPT = 'one> '", "_PROMPT2 = 'two> '", "local t = {", "1,", "}",
+      "error('in repl')", "error(setmetatable({}, {__tostring = function() return 'shown' end}))",
+      "return 1, nil, 'three'", "print = nil", "return 4", "",
+    }, "\n")
+    local ours = H.run({ H.host, "-i" }, { stdin = stdin })
+    local theirs = H.run({ H.lua, "-i" }, { stdin = stdin, bare = true })
+    assert.are.equal(0, ours.status, ours.stderr)
+    assert.are.equal(theirs.status, ours.status)
+    assert.matches("^luaguard [^\n]*\n", ours.stdout)
+    assert.are.equal(theirs.stdout, (ours.stdout:gsub("^luaguard [^\n]*\n", "")))
+    assert.are.equal(theirs.stderr, ours.stderr)
+  end)
 end)
