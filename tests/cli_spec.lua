@@ -69,7 +69,7 @@ describe("host command line", function()
   end)
 
   it("gives lua5.4's message and usage for a bad option", function()
-    for _, bad in ipairs({ "-x", "-ix", "--bogus" }) do
+    for _, bad in ipairs({ "-x", "-ix", "--bogus", "-Wx", "-vx", "-Ex", "--x" }) do
       local r = H.run({ H.host, bad })
       assert.are.equal(1, r.status)
       assert.are.equal(H.host .. ": unrecognized option '" .. bad .. "'",

@@ -411,11 +411,11 @@ describe("the guard's promise off the well-walked paths", function()
   describe("the REPL", function()
     -- stdin: a FIFO this test keeps open and feeds; the REPL writes its pid
     -- to $PIDDIR/pid when a line asks it to.
-    local function repl(args, lines, signal_after_pid)
+    local function repl(args, lines, signal_after_pid, interpreter)
       local d = H.tmpdir()
       local fifo = d .. "/fifo"
       os.execute("mkfifo " .. H.quote(fifo))
-      local argv = { H.host }
+      local argv = { interpreter or H.host }
       for _, a in ipairs(args) do argv[#argv + 1] = a end
       local job = H.spawn(argv, { stdin = fifo, env = { PIDDIR = d } })
       local writer = assert(io.open(fifo, "w"))
@@ -476,6 +476,15 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal(128 + SIG.TERM, status, job:stderr())
       assert.is_nil(job:stdout():find("\nline 1 went on\n", 1, true))
       assert.is_nil(job:stdout():find("\nline 2 ran\n", 1, true))
+    end)
+
+    it("with no handler, SIGINT at the prompt after a line ends the session, as in lua5.4", function()
+      -- lua.c's handler is in place only while a line runs: at the prompt
+      -- SIGINT is at its default again (readline passes it on)
+      for _, interpreter in ipairs({ H.host, H.lua }) do
+        local status, job = repl({ "-i" }, { "print('first')", SAVE_PID }, SIG.INT, interpreter)
+        assert.are.equal(128 + SIG.INT, status, interpreter .. ": " .. job:stderr())
+      end
     end)
 
     it("with no handler, SIGINT interrupts a line as lua5.4 does and the session goes on", function()

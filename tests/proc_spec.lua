@@ -109,15 +109,18 @@ describe("proc", function()
       local d = H.tmpdir()
       H.write(d .. "/plain", "echo hi\n")
       local r = lua([[
-        for _, cmd in ipairs({"no-such-command-here", arg[1] .. "/plain", arg[1]}) do
+        -- "plain" alone is found on PATH (the host's, first), not runnable:
+        -- EACCES, as execvp says, not "not found"
+        for _, cmd in ipairs({"no-such-command-here", arg[1] .. "/plain", arg[1], "plain"}) do
           local ok, err = pcall(proc.run, {cmd})
           print(err.kind, err.errno, err.path == cmd)
         end
         local f = io.open("/proc/self/task/" .. PID .. "/children")
         print("children: [" .. f:read("a") .. "]")
-      ]], { d })
+      ]], { d }, { env = { PATH = d .. ":/usr/bin:/bin" } })
       assert.are.equal(0, r.status, r.stderr)
-      assert.are.equal("OSError\t2\ttrue\nOSError\t13\ttrue\nOSError\t13\ttrue\nchildren: []\n", r.stdout)
+      assert.are.equal("OSError\t2\ttrue\nOSError\t13\ttrue\nOSError\t13\ttrue\nOSError\t13\ttrue\n"
+                       .. "children: []\n", r.stdout)
     end)
 
     it("raises ProcessError with check: argv, status, signal, the tail of stderr", function()
