@@ -105,6 +105,25 @@ describe("proc", function()
       assert.is_false(alive(tonumber(H.read(d .. "/grandchild"))))
     end)
 
+    it("counts a zombie of the child's group as gone: the stop does not wait for its reaping", function()
+      -- The host is init of a PID namespace of its own (unshare, as root):
+      -- the grandchild, SIGTERMed with its group, becomes the host's orphan,
+      -- a zombie nobody reaps. Waiting for it would add grace and SIGKILL's
+      -- wait (5 s) at least once; it must end at the timeout.
+      local r = H.run({ "unshare", "--fork", "--pid", "--mount-proc", H.host, "-e", [[
+        local t0 = require("system").monotime()
+        local r = proc.run({"sh", "-c", "sleep 30 & wait"}, {timeout = 0.3, grace = 0.2})
+        local took = require("system").monotime() - t0
+        local zombies = 0
+        for line in io.popen("ps -eo stat=,comm="):lines() do
+          if line:match("^Z%S*%s+sleep$") then zombies = zombies + 1 end
+        end
+        print(r.timed_out, r.signal, zombies, took < 3 or took)
+      ]] })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\t15\t1\ttrue\n", r.stdout)
+    end)
+
     it("raises OSError for a missing or non-executable command, leaving no zombie", function()
       local d = H.tmpdir()
       H.write(d .. "/plain", "echo hi\n")
