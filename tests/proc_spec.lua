@@ -48,6 +48,10 @@ describe("proc", function()
         print(pcall(proc.run, {"echo", 5}))
         print(pcall(proc.run, {"echo"}, {stdout = "file"}))
         print(pcall(proc.run, {"echo"}, {timeout = -1}))
+        print(pcall(proc.run, {"echo"}, {stdout = "stdout"}))   -- stderr's word only
+        print(pcall(proc.run, {"echo"}, {env_add = {["A=B"] = "x"}}))
+        local p = proc.spawn({"sleep", "5"})
+        print(p:kill("SIGTERM"), p:wait().signal)              -- with or without SIG
       ]])
       assert.are.equal(0, r.status, r.stderr)
       local lines = {}
@@ -58,6 +62,9 @@ describe("proc", function()
       assert.matches("^false\tbad argument #1 to .-argv%[2%] must be a string, not number", lines[4])
       assert.matches("^false\tbad argument #2 to .-opts.stdout: unknown value", lines[5])
       assert.matches("^false\tbad argument #2 to .-opts.timeout must be a non%-negative number", lines[6])
+      assert.matches("^false\tbad argument #2 to .-opts.stdout: unknown value", lines[7])
+      assert.matches("^false\tbad argument #2 to .-bad environment variable name 'A=B'", lines[8])
+      assert.are.equal("true\t15\n", lines[9])
     end)
 
     it("feeds a stdin string, and replaces (env) or adds to (env_add) the environment, in cwd", function()
