@@ -314,6 +314,23 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("rolled back\n", r.stdout)
     end)
 
+    it("stays stopped after a pcall caught the first SignalExit (module mode)", function()
+      -- the signal lands inside pcall(kill): the first SignalExit is caught
+      -- there, and the coroutine is stopped again at its next instruction
+      local r = stock([[
+        local h <close> = ErrorHandler(function() print("rolled back") end)
+        local co = coroutine.create(function()
+          print("caught once", (pcall(kill, "TERM")))
+          print("NOT REACHED: the coroutine went on")
+          spin()
+        end)
+        coroutine.resume(co)
+        print("NOT REACHED: the block went on")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("rolled back\n", r.stdout)
+    end)
+
     it("a coroutine nested two deep is stopped too", function()
       local r = H.run_prelude([[
         local h <close> = ExitHandler(function() print("cleanup") end)
