@@ -289,6 +289,48 @@ static void test_fallback_flips_restart_for_cleanups(void) {
   lg_signal_use_kick(1);
 }
 
+/* The fallback with two frames: when the inner one's cleanups end, the outer
+** body runs again, without SA_RESTART (its blocking reads must return early). */
+static void test_fallback_restart_off_for_the_outer_body(void) {
+  lg_frame outer, inner;
+  set_disposition(SIGTERM, recording_handler);
+  lg_signal_use_kick(0);
+  lg_frame_arm(&outer, count_interrupt, NULL);
+  lg_frame_arm(&inner, count_interrupt, NULL);
+  lg_frame_begin_cleanup(&inner);
+  CHECK(has_restart_flag(SIGTERM), "fallback, nested: SA_RESTART while the inner cleanups run");
+  lg_frame_close(&inner);
+  CHECK(!has_restart_flag(SIGTERM), "fallback, nested: off again for the outer body");
+  nseen = 0;
+  lg_frame_close(&outer);
+  lg_signal_use_kick(1);
+}
+
+/* A forked child (no exec), the parent's frames still in the list it
+** inherited: none of them is its own, and the close of its own last frame is
+** the last (its signal re-delivered: it dies by it). */
+static void test_forked_child_own_frames(void) {
+  lg_frame f;
+  int status = -1;
+  pid_t child;
+  set_disposition(SIGHUP, SIG_DFL);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  child = test_fork_limited(10);
+  if (child == 0) {
+    lg_frame mine;
+    if (lg_frame_top() != NULL) _exit(3);      /* the parent's frame is not ours */
+    if (lg_frame_arm(&mine, count_interrupt, NULL) != 0) _exit(2);
+    if (lg_frame_top() != &mine || lg_frame_older(&mine) != NULL) _exit(4);
+    kill(getpid(), SIGHUP);                    /* recorded by our frame */
+    lg_frame_close(&mine);                     /* our last: dies here */
+    _exit(5);
+  }
+  waitpid(child, &status, 0);
+  CHECK_INT(SIGHUP, WIFSIGNALED(status) ? WTERMSIG(status) : 100 + WEXITSTATUS(status),
+            "a forked child: its own frames only, its last close re-delivers (dies by SIGHUP)");
+  lg_frame_close(&f);
+}
+
 static void test_forked_child(void) {
   lg_frame f;
   int status = 0;
@@ -574,8 +616,10 @@ int main(void) {
   test_kick_repeats_and_backs_off();
   test_kick_signal_is_borrowed();
   test_fallback_flips_restart_for_cleanups();
+  test_fallback_restart_off_for_the_outer_body();
   test_forked_child();
   test_forked_child_kick();
+  test_forked_child_own_frames();
   test_signal_while_the_list_is_locked();
   test_record_overflow();
   test_out_of_order_close_merges_in_arrival_order();
