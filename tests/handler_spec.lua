@@ -402,6 +402,43 @@ describe("cleanup guards", function()
     assert.are.equal("cleanup ran\n", r.stdout)
   end)
 
+  it("h:close(err) with any error value, false too, runs an ErrorHandler's cleanups", function()
+    -- error(false) raises false: to __close and to close(err) it is an error
+    local r = host([[
+      local h = ErrorHandler(function() print("rolled back") end)
+      h:close(false)
+      local h2 = ErrorHandler(function() print("not run") end)
+      h2:close()
+      print(pcall(function()
+        local h3 <close> = ErrorHandler(function() print("rolled back by <close>") end)
+        error(false)
+      end))
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("rolled back\nrolled back by <close>\nfalse\tfalse\n", r.stdout)
+  end)
+
+  it("a message handler that calls pcall runs to its end; the stop goes on after", function()
+    -- the return hook that catches a swallowing pcall leaves alone a pcall
+    -- inside the message handler run for the SignalExit itself (raised here
+    -- from C, a wait cut short: hooks run in the message handler then)
+    local r = host([[
+      local h <close> = ErrorHandler(function() print("cleanup") end)
+      xpcall(function()
+        proc.run({"sh", "-c", "kill -TERM " .. PID .. "; sleep 5"})
+      end, function(e)
+        print("message handler")
+        print(pcall(tostring, e))
+        print("the message handler goes on")
+        return e
+      end)
+      print("NOT REACHED")
+    ]])
+    assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+    assert.are.equal("message handler\ntrue\tSignalExit: SIGTERM\nthe message handler goes on\ncleanup\n",
+                     r.stdout)
+  end)
+
   it("closes a collected handler as on a normal exit and restores dispositions", function()
     local r = stock(SIGCGT .. [[
       local before = caught()

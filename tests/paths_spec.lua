@@ -401,6 +401,25 @@ describe("the guard's promise off the well-walked paths", function()
     end)
   end)
 
+  describe("a coroutine run by a __close while a SignalExit unwinds", function()
+    it("runs to its end, a second signal meanwhile included: the block is stopped already", function()
+      local r = H.run_prelude([[
+        local h <close> = ErrorHandler(function() print("cleanup") end)
+        local t <close> = setmetatable({}, {__close = function()
+          local gen = coroutine.wrap(function()
+            kill("HUP")                      -- a second signal, recorded by h
+            for i = 1, 3 do coroutine.yield(i) end
+          end)
+          print("closing", gen(), gen(), gen())
+        end})
+        kill("TERM")
+        spin()
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("closing\t1\t2\t3\ncleanup\n", r.stdout)
+    end)
+  end)
+
   describe("a SignalExit passed on from an inner handler to an outer one", function()
     it("raised again after a pcall between the two swallows it: the same object", function()
       local r = H.run_prelude([[
