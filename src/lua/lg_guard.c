@@ -41,6 +41,7 @@
 ** on.
 */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -412,8 +413,17 @@ static void push_stop_error(lua_State *L, const stop_cause *why) {
   lua_setfield(L, -2, "name");
 }
 
+/* How many calls are active on L (lua_getstack's levels). */
+static int stack_depth(lua_State *L) {
+  lua_Debug ar;
+  int n = 0;
+  while (lua_getstack(L, n, &ar)) n++;
+  return n;
+}
+
 /* Step 3: raise g's stop error (the same object each time); a return hook
-** stays on for step 4. */
+** stays on for step 4. Where it is raised is noted: a message handler runs
+** above that point, and a pcall returning there swallowed nothing. */
 static int raise_stop(lua_State *L, lg_guard *g, const stop_cause *why) {
   if (g->stop_ref == LUA_NOREF) {
     push_stop_error(L, why);
@@ -423,6 +433,7 @@ static int raise_stop(lua_State *L, lg_guard *g, const stop_cause *why) {
   else lua_rawgeti(L, LUA_REGISTRYINDEX, g->stop_ref);
   g->in_flight = 1;
   g->reraise = 0;
+  g->raised_at = stack_depth(L);
   lg_signal_kick_stop();    /* the body has stopped: no more EINTR for it */
   lua_sethook(L, guard_hook, LUA_MASKRET, 0);
   return lua_error(L);
@@ -515,7 +526,7 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
   }
   if (ar->event == LUA_HOOKRET) {
     if (g != NULL && g->in_flight && returns_from_protected_call(L, ar) &&
-        !inside_hook_call(L)) {
+        !inside_hook_call(L) && stack_depth(L) <= g->raised_at) {
       g->reraise = 1;
       lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
     }
@@ -583,6 +594,7 @@ void lg_guard_close(lua_State *L, lg_guard *g) {
       next->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     next->in_flight = 1;
+    next->raised_at = INT_MAX;   /* on its way back: any pcall that returns swallows it */
     if (lua_gethook(next->thread) != guard_hook) save_user_hook(next, next->thread);
     lua_sethook(next->thread, guard_hook, LUA_MASKRET, 0);
   }

@@ -30,6 +30,7 @@ struct lg_guard {
   volatile sig_atomic_t in_flight; /* its SignalExit is on its way */
   volatile sig_atomic_t reraise;   /* a protected call swallowed it */
   int stop_ref;                    /* registry ref of that SignalExit */
+  int raised_at;                   /* the thread's stack depth where it was raised */
   lua_Hook user_hook;              /* the thread's own hook, put back after */
   int user_mask, user_count;
 };
