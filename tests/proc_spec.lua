@@ -131,6 +131,18 @@ describe("proc", function()
       assert.are.equal("true\t15\t1\ttrue\n", r.stdout)
     end)
 
+    it("finds a relative command in cwd, and uses /bin:/usr/bin when PATH is unset (as execvp)", function()
+      local d = H.tmpdir()
+      H.write(d .. "/here.sh", "#!/bin/sh\necho here\n")
+      os.execute("chmod +x " .. H.quote(d .. "/here.sh"))
+      local r = lua([[
+        print(proc.run({"./here.sh"}, {cwd = arg[1], stdout = "capture"}).stdout)
+        print(proc.run({"echo", "found"}, {stdout = "capture"}).stdout)
+      ]], { d }, { env = { PATH = false } })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("here\n\nfound\n\n", r.stdout)
+    end)
+
     it("raises OSError for a missing or non-executable command, leaving no zombie", function()
       local d = H.tmpdir()
       H.write(d .. "/plain", "echo hi\n")

@@ -282,6 +282,31 @@ static void test_forked_child_runs_no_cleanup(const char *dir) {
   unlink(path);
 }
 
+/* A LockFile inherited by a forked child (no exec) is not the child's: it
+** says so (is_locked false, tostring <released>) and its release there
+** leaves the parent's file. */
+static void test_forked_child_lockfile(const char *dir) {
+  char code[700], path[600];
+  lua_State *L = new_state();
+  pid_t child;
+  int status = -1;
+  snprintf(path, sizeof path, "%s/inherited.lock", dir);
+  snprintf(code, sizeof code, "L = luaguard.lock.LockFile('%s') return tostring(L:is_locked())", path);
+  CHECK_STR("true", run(L, code), "the parent holds it");
+  child = test_fork_limited(10);
+  if (child == 0) {
+    const char *seen = run(L, "local s = tostring(L:is_locked()) .. ' ' .. tostring(L):match('<.*>') "
+                              "L:release() return s");
+    _exit(strcmp(seen, "false <released>") == 0 && access(path, F_OK) == 0 ? 0 : 1);
+  }
+  waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "a forked child: the inherited LockFile is not locked there, and its release leaves the file");
+  CHECK_STR("true", run(L, "return tostring(L:is_locked())"), "the parent still holds it");
+  lua_close(L);
+  CHECK(access(path, F_OK) != 0, "the parent's close removed it");
+}
+
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
@@ -325,6 +350,7 @@ int main(void) {
   test_caught_signal_exit_is_freed();
   test_program_allocator_after_ours();
   test_forked_child_runs_no_cleanup(dir);
+  test_forked_child_lockfile(dir);
   rmdir(dir);
   return tap_done();
 }
