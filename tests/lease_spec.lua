@@ -172,6 +172,30 @@ describe("lock.lease", function()
     assert.are.same({}, c:keys("luaguard/lock/" .. nm))
   end)
 
+  it("acquire() after a release waits as long as the constructor's timeout says", function()
+    local nm = name()
+    local d = H.tmpdir()
+    local b = H.spawn_script(H.prelude .. ([[
+      local l = lock.LeaseLock(%q, {timeout = 10})
+      l:release()
+      ready(%q)
+      wait_for(%q)                       -- another process holds it now, for 1 s
+      l:acquire()
+      print("acquired", l:is_locked())
+      l:release()
+    ]]):format(nm, d .. "/released", d .. "/a_holds"), nil, { env = env() })
+    H.wait_for(d .. "/released")
+    local a = H.spawn_script(H.prelude .. ([[
+      local l = lock.lease(%q)
+      ready(%q)
+      nap(1)
+      l:release()
+    ]]):format(nm, d .. "/a_holds"), nil, { env = env() })
+    assert.are.equal(0, a:wait(20), a:stderr())
+    assert.are.equal(0, b:wait(20), b:stderr())
+    assert.are.equal("acquired\ttrue\n", b:stdout())
+  end)
+
   it("lost while an inner handler's cleanups run: the outer block stops once they end", function()
     -- deferred as a signal is: the cleaning frame keeps the stop, and its
     -- close hands it on to the next frame of the state
@@ -231,6 +255,7 @@ describe("lock.lease", function()
       bad("bad argument #2", "x", 5)
       bad("ttl must be", "x", {ttl = 1})
       bad("ttl must be", "x", {ttl = 2.5})
+      bad("ttl must be", "x", {ttl = 10000000})
       bad("timeout must be", "x", {timeout = -1})
       bad("timeout must be", "x", {timeout = 0/0})
       bad("endpoints must be", "x", {endpoints = "http://127.0.0.1:2379"})

@@ -50,6 +50,7 @@ describe("proc", function()
         print(pcall(proc.run, {"echo"}, {timeout = -1}))
         print(pcall(proc.run, {"echo"}, {stdout = "stdout"}))   -- stderr's word only
         print(pcall(proc.run, {"echo"}, {env_add = {["A=B"] = "x"}}))
+        print(pcall(proc.run, {"echo"}, {cwd = "/tmp\0/x"}))
         local p = proc.spawn({"sleep", "5"})
         print(p:kill("SIGTERM"), p:wait().signal)              -- with or without SIG
       ]])
@@ -64,7 +65,8 @@ describe("proc", function()
       assert.matches("^false\tbad argument #2 to .-opts.timeout must be a non%-negative number", lines[6])
       assert.matches("^false\tbad argument #2 to .-opts.stdout: unknown value", lines[7])
       assert.matches("^false\tbad argument #2 to .-bad environment variable name 'A=B'", lines[8])
-      assert.are.equal("true\t15\n", lines[9])
+      assert.matches("^false\tbad argument #2 to .-opts.cwd contains a NUL byte", lines[9])
+      assert.are.equal("true\t15\n", lines[10])
     end)
 
     it("feeds a stdin string, and replaces (env) or adds to (env_add) the environment, in cwd", function()
