@@ -491,6 +491,20 @@ describe("the guard's promise off the well-walked paths", function()
       assert.is_nil(job:stdout():find("\nline 3 ran\n", 1, true))
     end)
 
+    it("a child left running by a line: SIGTERM at the prompt stops it before the cleanup runs", function()
+      local d = H.tmpdir()
+      local log = d .. "/log"
+      local status, job = repl({ "-i" }, {
+        "h = ExitHandler(function() local f = io.open('" .. log .. "', 'a') f:write('cleanup\\n') f:close() end)",
+        "P = proc.spawn({ 'sh', '-c', \"trap 'echo child got TERM >> " .. log .. "; exit 0' TERM; "
+          .. "echo started >> " .. log .. "; sleep 30 & wait\" })",
+        "while not io.open('" .. log .. "') do end",
+        SAVE_PID,
+      }, "TERM")
+      assert.are.equal(128 + SIG.TERM, status, job:stderr())
+      assert.are.equal("started\nchild got TERM\ncleanup\n", H.read(log))
+    end)
+
     it("a line waiting in proc.run: SIGTERM reaches the child, then the cleanup, then the end", function()
       local d = H.tmpdir()
       local status, job = repl({ "-i" }, {
