@@ -96,6 +96,9 @@ except errors.LockError:
     assert.are.equal(64, r.status)
     assert.matches("unknown option %-x", r.stderr)
     assert.are.equal(64, H.run({ LOCK, "-w", "soon", d, "true" }).status)
+    r = H.run({ LOCK, "-E", "256", d, "true" })      -- an exit status is 0-255
+    assert.are.equal(64, r.status)
+    assert.matches("%-E: not an exit status %(0%-255%): 256", r.stderr)
     assert.are.equal(64, H.run({ LOCK, d }).status)
     r = H.run({ LOCK, d, "--", "no-such-command-here" })
     assert.are.equal(127, r.status)
