@@ -331,6 +331,34 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("rolled back\n", r.stdout)
     end)
 
+    it("every coroutine of the state is reached, after many others were freed", function()
+      -- the state's table of coroutines is kept through frees (entries moved
+      -- back after a removal): a signal hooks each live coroutine, which a
+      -- cleanup can see with debug.gethook before any of them runs again
+      local r = H.run_prelude([[
+        local kept = {}
+        do
+          local dropped = {}
+          for i = 1, 400 do
+            local co = coroutine.create(function() coroutine.yield() end)
+            if i % 2 == 0 then kept[#kept + 1] = co else dropped[#dropped + 1] = co end
+          end
+        end
+        collectgarbage() collectgarbage()
+        local h <close> = ErrorHandler(function()
+          local unhooked = 0
+          for _, co in ipairs(kept) do
+            if debug.gethook(co) == nil then unhooked = unhooked + 1 end
+          end
+          print(#kept, "coroutines,", unhooked, "not reached")
+        end)
+        kill("TERM")
+        spin()
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("200\tcoroutines,\t0\tnot reached\n", r.stdout)
+    end)
+
     it("a coroutine nested two deep is stopped too", function()
       local r = H.run_prelude([[
         local h <close> = ExitHandler(function() print("cleanup") end)
