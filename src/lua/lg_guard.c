@@ -274,7 +274,9 @@ enum {
   ANY_GUARD = 0,
   HANDLER_GUARD = 1,     /* a handler's (not the host's outer frame) */
   STOPPED_GUARD = 2,     /* a signal reached it (lg_guard_stopped) */
-  UNACTED_GUARD = 4      /* asked to stop, its SignalExit not yet raised */
+  UNACTED_GUARD = 4,     /* asked to stop, its SignalExit not yet raised */
+  IN_FLIGHT_GUARD = 8,   /* its stop error is on its way (raised or handed on) */
+  DEAD_THREAD_GUARD = 16 /* its thread will run no more (ended by an error) */
 };
 
 /*
@@ -294,6 +296,9 @@ static lg_guard *newest_guard(const lg_state *st, const lua_State *thread,
     if ((want & STOPPED_GUARD) && !lg_guard_stopped(g)) continue;
     if ((want & UNACTED_GUARD) && (f->state != LG_FRAME_STOPPING || g->in_flight ||
                                    (f->record.length == 0 && f->reason == 0))) continue;
+    if ((want & IN_FLIGHT_GUARD) && !g->in_flight) continue;
+    if ((want & DEAD_THREAD_GUARD) &&
+        (lua_status(g->thread) == LUA_OK || lua_status(g->thread) == LUA_YIELD)) continue;
     return g;
   }
   return NULL;
@@ -319,15 +324,7 @@ typedef struct { int sig, reason; } stop_cause;
 ** is running.
 */
 static lg_guard *stop_left_in_dead_thread(const lg_state *st) {
-  lg_frame *f;
-  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
-    lg_guard *g = as_guard(f);
-    int status;
-    if (g == NULL || g->state != st || !is_open(g) || !g->in_flight) continue;
-    status = lua_status(g->thread);
-    if (status != LUA_OK && status != LUA_YIELD) return g;
-  }
-  return NULL;
+  return newest_guard(st, NULL, NULL, IN_FLIGHT_GUARD | DEAD_THREAD_GUARD);
 }
 
 static int pending_stop(const lg_state *st, stop_cause *why) {
@@ -356,15 +353,13 @@ static void save_user_hook(lg_guard *g, lua_State *L) {
   g->user_count = lua_gethookcount(L);
 }
 
-/* Whether an open guard on thread L, 'leaving' aside (one being closed),
-** has its stop error on its way (step 4 needs that thread's return hook). */
+/* Whether a guard on thread L other than 'leaving' (one being closed) has
+** its stop error on its way (step 4 needs that thread's return hook). One
+** guard of a thread is in flight at a time: raised in the innermost, handed
+** on only once it closes. */
 static int in_flight_on(const lua_State *L, const lg_guard *leaving) {
-  lg_frame *f;
-  for (f = lg_frame_top(); f != NULL; f = lg_frame_older(f)) {
-    const lg_guard *o = as_guard(f);
-    if (o != NULL && o != leaving && o->thread == L && o->in_flight && is_open(o)) return 1;
-  }
-  return 0;
+  const lg_guard *o = newest_guard(NULL, L, NULL, IN_FLIGHT_GUARD);
+  return o != NULL && o != leaving;
 }
 
 /*
@@ -413,12 +408,20 @@ static void push_stop_error(lua_State *L, const stop_cause *why) {
   lua_setfield(L, -2, "name");
 }
 
-/* How many calls are active on L (lua_getstack's levels). */
+/* How many calls are active on L (lua_getstack's levels). lua_getstack walks
+** from the top to its level, so the depth is found by doubling then halving:
+** O(n log n), not O(n^2), on a deep stack. */
 static int stack_depth(lua_State *L) {
   lua_Debug ar;
-  int n = 0;
-  while (lua_getstack(L, n, &ar)) n++;
-  return n;
+  int low = 0, high = 1;                 /* level low exists (or n is 0); high is tried */
+  if (!lua_getstack(L, 0, &ar)) return 0;
+  while (lua_getstack(L, high, &ar)) { low = high; high *= 2; }
+  while (high - low > 1) {               /* low exists, high does not */
+    int mid = low + (high - low) / 2;
+    if (lua_getstack(L, mid, &ar)) low = mid;
+    else high = mid;
+  }
+  return low + 1;
 }
 
 /* Step 3: raise g's stop error (the same object each time); a return hook
@@ -492,18 +495,6 @@ static int act_on_stop(lua_State *L, lg_guard *g, const lg_state *st, const stop
   return lua_error(L);
 }
 
-/* Inside a function called from a hook, i.e. the message handler run for the
-** error raised by our hook? (Lua names such a call's kind "hook".) */
-static int inside_hook_call(lua_State *L) {
-  lua_Debug d;
-  int level;
-  for (level = 1; lua_getstack(L, level, &d); level++) {
-    lua_getinfo(L, "n", &d);
-    if (d.namewhat != NULL && strcmp(d.namewhat, "hook") == 0) return 1;
-  }
-  return 0;
-}
-
 static int returns_from_protected_call(lua_State *L, lua_Debug *ar) {
   lua_CFunction fn;
   lua_getinfo(L, "f", ar);  /* stack: function */
@@ -526,7 +517,7 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
   }
   if (ar->event == LUA_HOOKRET) {
     if (g != NULL && g->in_flight && returns_from_protected_call(L, ar) &&
-        !inside_hook_call(L) && stack_depth(L) <= g->raised_at) {
+        stack_depth(L) <= g->raised_at) {
       g->reraise = 1;
       lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
     }
