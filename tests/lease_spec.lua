@@ -244,6 +244,69 @@ describe("lock.lease", function()
     assert.matches("LeaseLock%(" .. nm .. "%) <acquired %d+>", r.stdout)
   end)
 
+  it("says so when an endpoint answers HTTP but not as etcd (no JSON)", function()
+    local server = H.spawn({ H.python, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1" })
+    local deadline = H.now() + 10
+    while not server:stdout():find("port %d+") and H.now() < deadline do H.sleep(0.02) end
+    local port = server:stdout():match("port (%d+)")
+    local r = port and lua(([[
+      local ok, e = pcall(lock.lease, "x", {endpoints = {"http://127.0.0.1:%s"}, timeout = 0})
+      print(ok, e.kind, e.code, e.endpoint, e.message)
+      print(tostring(e))
+    ]]):format(port), nil, { env = env() })
+    server:abandon()
+    assert(port, "no port from http.server: " .. server:stdout() .. server:stderr())
+    ok_or_show(r)
+    local first, second = r.stdout:match("^([^\n]*)\n([^\n]*)\n$")
+    assert.are.equal(("false\tEtcdError\t501\thttp://127.0.0.1:%s\tHTTP 501, not JSON"):format(port), first)
+    assert.matches("http://127.0.0.1:" .. port, second, 1, true)
+    assert.matches("HTTP 501, not JSON", second, 1, true)
+  end)
+
+  it("takes its endpoints from LUAGUARD_ETCD_ENDPOINTS, and names a bad one there", function()
+    local nm = name()
+    local code = ([[
+      local ok, e = pcall(lock.lease, %q, {timeout = 0})
+      if ok then print(tostring(e)); e:release() else print(e) end
+    ]]):format(nm)
+    local r = lua(code, nil, { env = env { LUAGUARD_ETCD_ENDPOINTS = " ," .. c.endpoints[3] } })
+    ok_or_show(r)
+    assert.matches("^LeaseLock%(" .. nm .. "%) <acquired %d+>\n$", r.stdout)
+    r = lua(code, nil, { env = env { LUAGUARD_ETCD_ENDPOINTS = c.endpoints[1] .. ",ftp://127.0.0.1:21" } })
+    ok_or_show(r)
+    assert.matches("LUAGUARD_ETCD_ENDPOINTS: ftp://127.0.0.1:21 is not an http:// or https:// URL\n$", r.stdout)
+    r = lua(code, nil, { env = env { LUAGUARD_ETCD_ENDPOINTS = " , ," } })
+    ok_or_show(r)
+    assert.matches("LUAGUARD_ETCD_ENDPOINTS names no endpoint\n$", r.stdout)
+  end)
+
+  it("after release: check() and is_locked() say false, and a second release does nothing", function()
+    local r = lua(([[
+      local l = lock.lease(%q)
+      print(l:check(), l:is_locked())
+      l:release()
+      print(l:check(), l:is_locked(), l:release(), tostring(l))
+    ]]):format(name()), nil, { env = env() })
+    ok_or_show(r)
+    assert.matches("^true\ttrue\nfalse\tfalse\tnil\tLeaseLock%(t%d+_%d+%) <released>\n$", r.stdout)
+  end)
+
+  it("logs, and does not raise, when the revoke at release cannot reach its member", function()
+    local m = c.members[2]
+    local r = lua(([[
+      local l = lock.lease(%q, {endpoints = {%q}})
+      kill("STOP", %d)
+      local ok, e = pcall(l.release, l)
+      kill("CONT", %d)
+      print(ok, e, l:is_locked())
+    ]]):format(name(), c.endpoints[2], m.pid, m.pid), nil, { env = env() })
+    os.execute(("kill -CONT %d 2>/dev/null"):format(m.pid))
+    ok_or_show(r)
+    assert.are.equal("true\tnil\tfalse\n", r.stdout)
+    assert.matches("luaguard: LeaseLock%(t%d+_%d+%): revoking the lease failed %(" ..
+                   c.endpoints[2]:gsub("%p", "%%%0") .. ": .-%); it expires by itself", r.stderr)
+  end)
+
   it("refuses bad arguments with Lua's usual errors", function()
     local r = lua([[
       local function bad(pattern, ...)

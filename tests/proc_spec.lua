@@ -69,6 +69,40 @@ describe("proc", function()
       assert.are.equal("true\t15\n", lines[10])
     end)
 
+    it("refuses each other bad argument with its own message, before anything starts", function()
+      local r = lua([[
+        local function try(...)
+          local ok, err = pcall(...)
+          print(ok, (tostring(err):gsub("^[^(]*%(", "(")))
+        end
+        try(proc.run, {"echo", "a\0b"})
+        try(proc.run, {"echo"}, {timeout = "soon"})
+        try(proc.run, {"echo"}, {grace = {}})
+        try(proc.run, {"echo"}, {env = {A = 1}})
+        try(proc.run, {"echo"}, {env_add = {"positional"}})
+        try(proc.spawn, {"echo"}, {timeout = 1})
+        local p = proc.spawn({"sleep", "5"})
+        try(p.kill, p, "NOSUCH")
+        try(p.kill, p, 0)
+        try(p.kill, p, 65)
+        try(p.kill, p, "SIG")
+        print(p:kill("KILL"), p:wait().signal)
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal(table.concat({
+        "false\t(argv[2] contains a NUL byte)",
+        "false\t(opts.timeout must be a number of seconds)",
+        "false\t(opts.grace must be a number of seconds)",
+        "false\t(env and env_add map names (strings) to values (strings))",
+        "false\t(env and env_add map names (strings) to values (strings))",
+        "false\t(opts.timeout is for proc.run (a Process has wait(timeout)))",
+        "false\t(unknown signal name)",
+        "false\t(not a signal number)",
+        "false\t(not a signal number)",
+        "false\t(unknown signal name)",
+        "true\t9", "" }, "\n"), r.stdout)
+    end)
+
     it("feeds a stdin string, and replaces (env) or adds to (env_add) the environment, in cwd", function()
       local d = H.tmpdir()
       local r = lua([[
@@ -243,6 +277,17 @@ describe("proc", function()
       ]])
       assert.are.equal(0, r.status, r.stderr)
       assert.are.equal("<exited 3>\t<killed SIGKILL>\n", r.stdout)
+    end)
+
+    it("names a signal with no abbreviation (a real-time one) by its number", function()
+      local r = lua([[
+        local p = proc.spawn({"sleep", "5"})
+        print(p:kill(40), p:wait().signal, tostring(p):match("<.*>"))
+        local ok, err = pcall(proc.run, {"sh", "-c", "kill -40 $$"}, {check = true})
+        print(err.kind, err.signal, tostring(err))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\t40\t<killed signal 40>\nProcessError\t40\tsh was killed by signal 40\n", r.stdout)
     end)
 
     it("stops and reaps a running child at <close>, SIGKILL after grace for one that ignores SIGTERM", function()
