@@ -492,7 +492,8 @@ describe("the guard's promise off the well-walked paths", function()
       end
       local status = job:poll(10)
       writer:close()
-      return status or job:wait(10), job
+      -- the third answer: whether it ended with its input still open
+      return status or job:wait(10), job, status ~= nil
     end
 
     local SAVE_PID = "io.open(os.getenv('PIDDIR') .. '/pid', 'w')"
@@ -500,24 +501,88 @@ describe("the guard's promise off the well-walked paths", function()
     local ARM = "h = ExitHandler(function() io.stderr:write('cleanup\\n') end)"
     local SELF_TERM = "io.popen('kill -TERM ' .. io.open('/proc/self/stat'):read('n')):close()"
 
+    -- The same REPL on a terminal (script(1) gives it one): readline's own
+    -- prompt, where a signal comes through readline's signal hook.
+    local function on_terminal(args, lines, signal_after_pid)
+      local words = { H.quote(H.host) }
+      for _, a in ipairs(args) do words[#words + 1] = H.quote(a) end
+      return repl({ "-qefc", table.concat(words, " "), "/dev/null" }, lines, signal_after_pid, "script")
+    end
+
+    it("on a terminal with no arguments: the version lines, then the REPL", function()
+      local status, job = on_terminal({}, { "print(6 * 7 .. '!')", "os.exit(5)" })
+      assert.are.equal(5, status, job:stderr())
+      local out = job:stdout():gsub("\r", ""):gsub("\27%[%?%d+[hl]", "")   -- readline's bracketed paste
+      assert.matches("\nluaguard %d+%.%d+%.%d+\nLua 5%.4%.%d+  Copyright", "\n" .. out)
+      assert.matches("\n42!\n", out)
+    end)
+
+    -- readline ends its read at SIGTERM or SIGHUP itself; SIGINT it handles
+    -- and goes on reading, and others only interrupt the read: those two come
+    -- through its signal hook
+    for _, sig in ipairs({ "TERM", "INT", "XCPU" }) do
+      it(("on a terminal: SIG%s at readline's prompt runs the cleanup of a handler a line armed, then ends by it"):format(sig), function()
+        local status, job, before_eof = on_terminal({ "-i" }, { ARM, SAVE_PID }, sig)
+        assert.are.equal(128 + SIG[sig], status, job:stderr())
+        assert.is_true(before_eof, "it waited for the end of its input")
+        assert.matches("cleanup\r?\n", job:stdout() .. job:stderr())
+      end)
+    end
+
     it("a handler armed by -e: SIGTERM at the prompt runs its cleanup, then ends by it", function()
-      local status, job = repl({ "-e", ARM .. "; " .. SAVE_PID, "-i" }, {}, "TERM")
+      local status, job, before_eof = repl({ "-e", ARM .. "; " .. SAVE_PID, "-i" }, {}, "TERM")
       assert.are.equal(128 + SIG.TERM, status, job:stderr())
+      assert.is_true(before_eof, "it waited for the end of its input")
       assert.matches("cleanup\n", job:stderr())
     end)
 
-    it("a handler armed by a line: SIGTERM during a later line ends the session", function()
-      local status, job = repl({ "-i" }, {
-        ARM,
-        SELF_TERM .. "; for i = 1, 1e7 do end; print('line 2 went on')",
-        "print('line 3 ran')",
-      })
-      assert.are.equal(128 + SIG.TERM, status, job:stderr())
-      assert.matches("cleanup\n", job:stderr())
-      -- (readline echoes the input lines: only a line of output counts)
-      assert.is_nil(job:stdout():find("\nline 2 went on\n", 1, true))
-      assert.is_nil(job:stdout():find("\nline 3 ran\n", 1, true))
-    end)
+    -- SIGINT as SIGTERM: lua.c's Ctrl-C handler, in place while a line runs,
+    -- is what a handler armed by a line saves and gives back
+    for _, sig in ipairs({ "TERM", "INT" }) do
+      local self_kill = SELF_TERM:gsub("TERM", sig)
+
+      it(("a handler armed by a line: SIG%s during a later line ends the session"):format(sig), function()
+        local status, job = repl({ "-i" }, {
+          ARM,
+          self_kill .. "; for i = 1, 1e7 do end; print('line 2 went on')",
+          "print('line 3 ran')",
+        })
+        assert.are.equal(128 + SIG[sig], status, job:stderr())
+        assert.matches("cleanup\n", job:stderr())
+        -- (readline echoes the input lines: only a line of output counts)
+        assert.is_nil(job:stdout():find("\nline 2 went on\n", 1, true))
+        assert.is_nil(job:stdout():find("\nline 3 ran\n", 1, true))
+      end)
+
+      it(("a handler armed by a line: SIG%s at the prompt runs its cleanup, then ends by it"):format(sig), function()
+        local status, job, before_eof = repl({ "-i" }, { ARM, SAVE_PID }, sig)
+        assert.are.equal(128 + SIG[sig], status, job:stderr())
+        assert.is_true(before_eof, "it waited for the end of its input")
+        assert.matches("cleanup\n", job:stderr())
+      end)
+
+      it(("a handler armed and closed in one line: SIG%s there runs its cleanup, then ends the session"):format(sig), function()
+        local status, job = repl({ "-i" }, {
+          "do local h <close> = ExitHandler(function() io.stderr:write('cleanup\\n') end); "
+            .. self_kill .. "; for i = 1, 1e7 do end; print('line 1 went on') end",
+          "print('line 2 ran')",
+        })
+        assert.are.equal(128 + SIG[sig], status, job:stderr())
+        assert.matches("cleanup\n", job:stderr())
+        assert.is_nil(job:stderr():find("interrupted!", 1, true))
+        assert.is_nil(job:stdout():find("\nline 1 went on\n", 1, true))
+        assert.is_nil(job:stdout():find("\nline 2 ran\n", 1, true))
+      end)
+
+      it(("a handler armed by a line and closed by the next: SIG%s at the prompt after is lua5.4's"):format(sig), function()
+        -- SIGINT ends the session at the prompt, as lua5.4's does (no cleanup is left)
+        local status, job, before_eof = repl({ "-i" }, { ARM, "h:close()", "print('closed')", SAVE_PID }, sig)
+        assert.are.equal(128 + SIG[sig], status, job:stderr())
+        assert.is_true(before_eof, "it waited for the end of its input")
+        assert.matches("closed\n", job:stdout())
+        assert.matches("^cleanup\n$", job:stderr())
+      end)
+    end
 
     it("a child left running by a line: SIGTERM at the prompt stops it before the cleanup runs", function()
       local d = H.tmpdir()

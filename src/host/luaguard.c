@@ -38,6 +38,7 @@ extern const size_t lg_embedded_lock_command_size;
 static const char *progname = "luaguard";
 static int interactive;           /* in the REPL: SIGINT works as in lua.c */
 static lua_State *repl_state;
+static volatile sig_atomic_t in_repl_line;   /* a REPL line runs (docall) */
 
 
 static void print_usage(const char *badoption) {
@@ -103,24 +104,50 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "interrupted!");
 }
 
-static void on_repl_interrupt(int sig) {
+/*
+** lua.c's Ctrl-C, for a line. A handler armed by a line saves it as SIGINT's
+** disposition from before, and puts it back when it closes, later perhaps:
+** then, outside a line, or for the SIGINT luaguard itself delivers again
+** after a stop's cleanups (sent by this very process), it is SIGINT's
+** default: the process ends by it, as a stop in the REPL must.
+*/
+static void on_repl_interrupt(int sig, siginfo_t *info, void *context) {
+  (void)context;
   signal(sig, SIG_DFL);     /* a second Ctrl-C ends the process */
+  if (!in_repl_line || (info->si_code == SI_USER && info->si_pid == getpid())) {
+    raise(sig);             /* blocked until we return, then it ends the process */
+    return;
+  }
   lua_sethook(repl_state, stop_hook,
               LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
 }
 
+static int is_repl_sigint(const struct sigaction *sa) {
+  return (sa->sa_flags & SA_SIGINFO) && sa->sa_sigaction == on_repl_interrupt;
+}
+
 /* Put lua.c's SIGINT handler in place if SIGINT is at its default; *before
-** gets what was there, to be put back by the caller. 1 if it was set. */
+** gets what was there, to be put back by put_back_repl_sigint. 1 if set. */
 static int set_repl_sigint(struct sigaction *before) {
   struct sigaction sa;
   if (sigaction(SIGINT, NULL, before) != 0 || before->sa_handler != SIG_DFL ||
       (before->sa_flags & SA_SIGINFO))
     return 0;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_repl_interrupt;
+  sa.sa_sigaction = on_repl_interrupt;
+  sa.sa_flags = SA_SIGINFO;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   return 1;
+}
+
+/* After the line: unless the line put a disposition of its own in (a handler
+** it armed has SIGINT now, and the prompt must leave it so). */
+static void put_back_repl_sigint(const struct sigaction *before) {
+  struct sigaction now;
+  if (sigaction(SIGINT, NULL, &now) == 0 &&
+      (is_repl_sigint(&now) || (now.sa_handler == SIG_DFL && !(now.sa_flags & SA_SIGINFO))))
+    sigaction(SIGINT, before, NULL);
 }
 
 /* Call the function under narg args with the message handler below it. */
@@ -132,9 +159,11 @@ static int docall(lua_State *L, int narg, int nres) {
   if (interactive) {
     repl_state = L;
     repl_sigint = set_repl_sigint(&before);
+    in_repl_line = 1;
   }
   status = lua_pcall(L, narg, nres, base);
-  if (repl_sigint) sigaction(SIGINT, &before, NULL);
+  in_repl_line = 0;
+  if (repl_sigint) put_back_repl_sigint(&before);
   lua_remove(L, base);
   return status;
 }
