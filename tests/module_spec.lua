@@ -63,6 +63,22 @@ describe("scripts/install", function()
     assert.are.equal("EtcdError\ttrue\n", r.stdout, r.stderr)
   end)
 
+  it("gives a host that, copied away from its install, finds the lease module on LUA_CPATH or says what is missing", function()
+    local d = H.tmpdir()
+    assert(os.execute("cp " .. H.quote(prefix .. "/bin/luaguard") .. " " .. H.quote(d .. "/luaguard")))
+    local code = [[
+      local ok, e = pcall(function() return lock.lease("x", {endpoints = {"http://127.0.0.1:1"}}) end)
+      print(type(e) == "table" and e.kind or e)
+    ]]
+    local r = H.run({ d .. "/luaguard", "-e", code }, { dir = "/", env = { LUA_CPATH = false, LUA_CPATH_5_4 = d .. "/?.so" } })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("module 'luaguard.lease' not found %(lock.lease needs luaguard/lease.so%):\n\tno file '"
+                   .. d:gsub("%p", "%%%0") .. "/luaguard/lease.so'", r.stdout)
+    r = H.run({ d .. "/luaguard", "-e", code }, { dir = "/", env = { LUA_CPATH = false,
+                LUA_CPATH_5_4 = d .. "/?.so;" .. prefix .. "/lib/lua/5.4/?.so" } })
+    assert.are.equal("EtcdError\n", r.stdout, r.stderr)
+  end)
+
   it("is found by stock lua5.4 with the SPEC's LUA_PATH/LUA_CPATH", function()
     local r = H.run({ H.lua, "-e", "local g = require 'luaguard'; print(g._VERSION, package.searchpath('luaguard.core', package.cpath))" },
       { dir = "/", env = {

@@ -54,7 +54,7 @@ static int load_lease(lua_State *L) {
     lua_getfield(L, -3, "cpath");
     lua_call(L, 2, 2);
     if (lua_isnil(L, -2))
-      return luaL_error(L, "module 'luaguard.lease' not found (lock.lease needs luaguard/lease.so):%s",
+      return luaL_error(L, "module 'luaguard.lease' not found (lock.lease needs luaguard/lease.so):\n\t%s",
                         lua_tostring(L, -1));
     snprintf(path, sizeof path, "%s", lua_tostring(L, -2));
     lua_pop(L, 2);
