@@ -307,6 +307,40 @@ describe("lock", function()
       assert.are.equal("1\ttrue\n", rest)
     end)
 
+    -- With no handler armed, SIGINT is lua.c's: a hook asks the chunk to stop
+    -- at its next instruction. A lock wait ends for it too, or Ctrl-C would
+    -- wait for the lock (20 s here, forever with math.huge).
+    it("with no handler armed, ends at lua5.4's Ctrl-C (SIGINT), under lua5.4 and in the REPL", function()
+      local d = H.tmpdir()
+      local holder = hold_with_luaguard(d)
+      local w = H.tmpdir()
+      local wait_line = ("local ok, e = pcall(lock.dir, %q, { timeout = 20, waiting = function() "
+        .. "io.open(%q, 'w'):write(io.open('/proc/self/stat'):read('n'), '\\n'):close() end }); "
+        .. "print('not interrupted', ok, e)"):format(d, w .. "/waiting")
+      local function sigint_when_waiting(job)
+        local pid = tonumber(H.wait_for(w .. "/waiting", 10):match("%d+"))
+        H.kill(pid, "INT")
+        local status = job:poll(10)   -- the wait's own end is 20 s away
+        os.remove(w .. "/waiting")
+        assert(status, "the wait went on after SIGINT")
+        return status
+      end
+      -- stock lua5.4, the module: the -e chunk stops with lua.c's message
+      local stock = H.spawn({ H.lua, "-e", "lock = require('luaguard').lock; " .. wait_line },
+                            { env = H.module_env })
+      assert.are.equal(1, sigint_when_waiting(stock), stock:stderr())
+      assert.matches("^lua5.4: %(command line%):1: interrupted!\n", stock:stderr())
+      assert.are.equal("", stock:stdout())
+      -- the REPL: the line stops as lua5.4's would, the session goes on
+      local stdin = H.write(w .. "/stdin", wait_line .. "\nprint('goes on')\nos.exit(7)\n")
+      local repl = H.spawn({ H.host, "-i" }, { stdin = stdin })
+      assert.are.equal(7, sigint_when_waiting(repl), repl:stderr())
+      assert.matches("stdin:1: interrupted!", repl:stderr())
+      assert.matches("\ngoes on\n", repl:stdout())
+      assert.is_nil(repl:stdout():find("\nnot interrupted\t", 1, true))   -- (readline echoes the line)
+      assert.are.equal(0, holder:stop())
+    end)
+
     it("stops when opts.waiting raises: the same error goes on, nothing held, nothing left", function()
       local d = H.tmpdir()
       local holder = hold_with_luaguard(d)

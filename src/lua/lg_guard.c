@@ -609,12 +609,27 @@ int lg_guard_raise_pending(lua_State *L) {
   return act_on_stop(L, g, st, &why);
 }
 
+/*
+** lua.c's way to stop a chunk from a signal handler (Ctrl-C in lua5.4, or in
+** luaguard's REPL with no handler armed): a hook on the main thread at the
+** next instruction (count 1). Our own hook is not it; a debug hook counting
+** every instruction would be taken for it.
+*/
+static int interrupt_requested(lua_State *L) {
+  lua_Hook hook = lua_gethook(L);
+  return hook != NULL && hook != guard_hook && (lua_gethookmask(L) & LUA_MASKCOUNT) &&
+         lua_gethookcount(L) == 1;
+}
+
+/* Whether a wait (a lock's, a lease's) should end now: a stop for this
+** thread, or lua.c's interrupt, which would otherwise wait with it. */
 int lg_guard_stop_wanted(lua_State *L) {
   lg_guard *g = guard_of_thread(L);
   lg_state *st = g != NULL ? g->state : state_of(L);
   stop_cause why;
   if (lg_signal_cleaning() || st->closed) return 0;
-  return (g != NULL && g->in_flight) || pending_stop(st, &why);
+  return (g != NULL && g->in_flight) || pending_stop(st, &why) ||
+         interrupt_requested(st->main) || interrupt_requested(L);
 }
 
 
