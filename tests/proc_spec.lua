@@ -197,6 +197,45 @@ describe("proc", function()
                        .. "children: []\n", r.stdout)
     end)
 
+    it("raises OSError EMFILE when descriptors run out, leaving none open and no child", function()
+      -- every descriptor taken (the limit reached with /dev/null), then 0,
+      -- 1 or 3 given back: a pipe cannot be made, the first or one after
+      -- others. With 2 back, the pipe is made and only the pidfd cannot be:
+      -- the run goes on without it.
+      local r = lua([[
+        local lfs = require "lfs"
+        local function fds()
+          local n = 0
+          for name in lfs.dir("/proc/self/fd") do if name:match("^%d+$") then n = n + 1 end end
+          return n
+        end
+        local function children()
+          local n = 0
+          for line in io.lines("/proc/self/task/" .. PID .. "/children") do n = n + #line:gsub("%S+", "") end
+          return n
+        end
+        local function try(spare, opts)
+          local before, held = fds(), {}
+          while true do
+            local f = io.open("/dev/null")
+            if not f then break end
+            held[#held + 1] = f
+          end
+          for _ = 1, spare do table.remove(held):close() end
+          local ok, e = pcall(proc.run, {"echo", "hi"}, opts)
+          for _, f in ipairs(held) do f:close() end
+          local res = ok and e.stdout or type(e) == "table" and e.kind .. " " .. tostring(e.errno) or tostring(e)
+          print(ok, res, fds() - before, children())
+        end
+        try(0, {stdout = "capture"})
+        try(1, {stdout = "capture", stderr = "capture"})
+        try(3, {stdin = "x", stdout = "capture", stderr = "capture"})
+        try(2, {stdout = "capture"})
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal(("false\tOSError 24\t0\t0\n"):rep(3) .. "true\thi\n\t0\t0\n", r.stdout)
+    end)
+
     it("raises ProcessError with check: argv, status, signal, the tail of stderr", function()
       local r = lua([[
         local ok, err = pcall(proc.run, {"sh", "-c", "head -c 6000 /dev/zero | tr '\\0' x >&2; echo last >&2; exit 4"},
