@@ -115,6 +115,31 @@ describe("bad input", function()
       assert.are.equal("", entries(d))
     end)
 
+    it("a lock file that cannot be removed at release (its directory made immutable since): said on stderr, released anyway", function()
+      local d = H.tmpdir()
+      local probe = H.run({ "sh", "-c", 'chattr +i "$1" && chattr -i "$1"', "sh", d })
+      if probe.status ~= 0 then
+        pending("chattr +i does not work here: " .. probe.stderr)
+        return
+      end
+      local r = H.run_script([[
+        local d = arg[1]
+        local l = lock.dir(d)
+        assert(os.execute(("chattr +i %s"):format(d)))
+        local ok, e = pcall(l.release, l)
+        os.execute(("chattr -i %s"):format(d))
+        print(ok, e, l:is_locked(), tostring(l))
+        l:release()                                  -- a second one does nothing
+      ]], { d })
+      os.execute(("chattr -i %s"):format(H.quote(d)))
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal(("true\tnil\tfalse\tLockFile(%s/.certbot.lock) <released>\n"):format(d), r.stdout)
+      assert.are.equal(("luaguard: could not remove %s/.certbot.lock: Operation not permitted\n"):format(d), r.stderr)
+      -- unlocked all the same: another process takes it at once
+      local other = H.run_script("local l = lock.dir(arg[1]); print(l:is_locked())", { d })
+      assert.are.equal("true\n", other.stdout, other.stderr)
+    end)
+
     it("a symlink at the lock path: OSError ELOOP, the target never created", function()
       local d = H.tmpdir()
       os.execute(("ln -s %s %s"):format(H.quote(d .. "/target"), H.quote(d .. "/.certbot.lock")))
