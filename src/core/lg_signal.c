@@ -97,7 +97,8 @@ static struct sigaction kick_saved;
 static timer_t kick_timer;
 static int kick_timer_signal;
 static pid_t kick_timer_owner;                   /* timers are not inherited */
-static pid_t kick_timer_tid;                     /* the thread it kicks */
+static volatile sig_atomic_t kick_timer_tid;     /* the thread the timer signals */
+static volatile sig_atomic_t kick_target;        /* the thread to kick: the stopped frame's */
 static volatile sig_atomic_t kick_active;
 static volatile sig_atomic_t kick_delay_ns;
 static volatile sig_atomic_t kick_used;          /* since install */
@@ -188,22 +189,31 @@ static void kick_arm(long ns) {
   timer_settime(kick_timer, 0, &when, NULL);   /* 0 disarms */
 }
 
-/* The kick's handler: its arrival is the point (EINTR); arm the next one. */
+/*
+** The kick's handler: its arrival is the point (EINTR). On the timer's thread
+** it arms the next one, and passes the kick on to the thread whose block was
+** stopped when that is another (the timer's thread is the one that installed:
+** frames armed in other threads since are stopped on theirs). A kick passed
+** on only interrupts.
+*/
 static void on_kick(int sig) {
   int saved_errno = errno;
-  (void)sig;
+  pid_t self = (pid_t)syscall(SYS_gettid), target = kick_target;
   __atomic_add_fetch(&kick_handlers, 1, __ATOMIC_SEQ_CST);   /* lock-free */
-  if (kick_active) {
+  if (kick_active && self == kick_timer_tid) {
     long next = (long)kick_delay_ns * 2;
     if (next > KICK_MAX_NS) next = KICK_MAX_NS;
     kick_delay_ns = (sig_atomic_t)next;
     kick_arm(next);
+    if (target != 0 && target != self) syscall(SYS_tgkill, getpid(), target, sig);
   }
   __atomic_sub_fetch(&kick_handlers, 1, __ATOMIC_SEQ_CST);
   errno = saved_errno;
 }
 
-static void kick_start(void) {
+/* Kick the thread that armed f (its block is stopped). */
+static void kick_start(const lg_frame *f) {
+  kick_target = f->tid;
   if (kick_signal == 0 || kick_active || cleaning_count > 0) return;
   kick_active = 1;
   kick_used = 1;
@@ -223,8 +233,12 @@ void lg_signal_use_kick(int enabled) { kick_wanted = enabled; }
 /* This thread's id, cached per thread (normal code only: the first use of a
 ** thread-local may allocate in a dlopen'ed module). */
 static pid_t current_tid(void) {
-  static __thread pid_t tid;
-  if (tid == 0) tid = (pid_t)syscall(SYS_gettid);
+  static __thread pid_t tid, of;      /* of: the process it was read in (fork copies it) */
+  pid_t pid = lg_pid();
+  if (tid == 0 || of != pid) {
+    tid = (pid_t)syscall(SYS_gettid);
+    of = pid;
+  }
   return tid;
 }
 
@@ -477,7 +491,7 @@ static lg_frame *route(int sig, sig_atomic_t seq, pid_t pid) {
   if (newest->state == LG_FRAME_ARMED) newest->state = LG_FRAME_STOPPING;
   if (newest->interrupt != NULL) {
     newest->interrupt(newest);    /* lands in the binding: lg_guard.c's guard_interrupt */
-    kick_start();                 /* a blocking call restarted: cut it short */
+    kick_start(newest);           /* a blocking call restarted: cut it short */
   }
   return newest;
 }
@@ -502,7 +516,7 @@ static lg_frame *route_reason(const void *group, int reason, pid_t pid) {
   if (newest->state == LG_FRAME_ARMED) newest->state = LG_FRAME_STOPPING;
   if (newest->interrupt != NULL) {
     newest->interrupt(newest);    /* lg_guard.c's guard_interrupt */
-    kick_start();
+    kick_start(newest);
   }
   return newest;
 }
@@ -639,13 +653,17 @@ int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, const void *group) {
   }
   memset(f, 0, sizeof *f);
   f->owner = pid;
+  f->tid = current_tid();
   f->group = group;
   f->interrupt = interrupt;
   f->state = LG_FRAME_ARMED;
   lock_take();
   if (!installed) rc = install();
-  else if (kick_signal != 0 && kick_timer_owner != pid) {
-    /* a forked child inherits our handler, not the kick's timer */
+  else if (kick_signal != 0 &&
+           (kick_timer_owner != pid ||
+            (kick_timer_tid != current_tid() && syscall(SYS_tgkill, pid, (pid_t)kick_timer_tid, 0) != 0))) {
+    /* a forked child inherits our handler, not the kick's timer; and the
+    ** thread the timer signals may be gone (on_kick passes kicks on there) */
     int sig = kick_signal;
     kick_signal = 0;
     if (kick_make_timer(sig) == 0) kick_signal = sig;

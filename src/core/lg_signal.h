@@ -50,6 +50,7 @@ struct lg_frame {
   volatile sig_atomic_t state;      /* LG_FRAME_* */
   volatile sig_atomic_t reason;     /* a stop that is not a signal (lg_frame_stop); 0: none */
   pid_t owner;                      /* process that armed it */
+  pid_t tid;                        /* thread that armed it: the kick goes there */
   const void *group;                /* whose it is (the binding's Lua state) */
   lg_interrupt_fn interrupt;        /* NULL: record only */
 };

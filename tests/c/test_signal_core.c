@@ -7,6 +7,7 @@
 ** its parent.
 */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,63 @@ static void test_kick_repeats_and_backs_off(void) {
   CHECK_INT(1, nseen, "the signal re-delivered after");
 }
 
+/*
+** The kick goes to the thread whose body it must cut short. Another thread
+** takes the signal (this one blocks it), so only the kick can end the read:
+** (a) the frames were armed, and all closed, by the main thread first, then
+** by this one; (b) this thread arms while the main thread's frame is armed.
+*/
+typedef struct kick_thread {
+  int keep_main_armed;
+  int rc;
+  double took_ms;
+} kick_thread;
+
+static double now_ms(void);
+
+static void *read_in_thread(void *arg) {
+  kick_thread *t = (kick_thread *)arg;
+  lg_frame f;
+  sigset_t term;
+  double t0;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &term, NULL);   /* the signal lands on the main thread */
+  lg_frame_arm(&f, count_interrupt, NULL);
+  t0 = now_ms();
+  t->rc = read_with_signal_from_child_after(SIGTERM, 2000);
+  t->took_ms = now_ms() - t0;
+  lg_signal_kick_stop();
+  lg_frame_begin_cleanup(&f);
+  lg_frame_close(&f);
+  return NULL;
+}
+
+static void test_kick_reaches_the_arming_thread(void) {
+  int i;
+  set_disposition(SIGTERM, recording_handler);
+  for (i = 0; i < 2; i++) {
+    lg_frame f;
+    pthread_t th;
+    kick_thread t;
+    memset(&t, 0, sizeof t);
+    t.keep_main_armed = i;
+    lg_frame_arm(&f, count_interrupt, NULL);         /* the main thread installs */
+    if (!t.keep_main_armed) lg_frame_close(&f);
+    nseen = 0;
+    if (pthread_create(&th, NULL, read_in_thread, &t) != 0) return;
+    pthread_join(th, NULL);
+    CHECK_INT(-EINTR, t.rc, i == 0 ? "another thread, arming after the main thread closed: its read is kicked"
+                                   : "another thread, arming while the main thread is armed: its read is kicked");
+    if (t.rc != -EINTR) printf("#   the read took %.0f ms\n", t.took_ms);
+    if (t.keep_main_armed) {
+      lg_frame_begin_cleanup(&f);
+      lg_frame_close(&f);
+    }
+    CHECK_INT(1, nseen, "the signal re-delivered after");
+  }
+}
+
 /* The kick's own signal: one a program handles is left alone, and the one
 ** taken is given back at the outermost close. */
 static void test_kick_signal_is_borrowed(void) {
@@ -367,6 +425,7 @@ static void test_forked_child_kick(void) {
     ssize_t rc;
     char c;
     if (pipe(fds) != 0 || lg_frame_arm(&mine, count_interrupt, NULL) != 0) _exit(2);
+    if (lg_signal_kick_signal() == 0) _exit(3);   /* no timer of its own: the fallback */
     rc = read(fds[0], &c, 1);                  /* nobody writes: only the kick ends it */
     _exit(rc < 0 && errno == EINTR ? 0 : 1);
   }
@@ -380,6 +439,7 @@ static void test_forked_child_kick(void) {
   }
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
         "a forked child's own frame: its body's read returns EINTR at the signal (its own kick)");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) printf("#   the child: status %d\n", status);
   lg_frame_close(&f);
 }
 
@@ -615,6 +675,7 @@ int main(void) {
   test_kick_cuts_body_reads_short();
   test_kick_repeats_and_backs_off();
   test_kick_signal_is_borrowed();
+  test_kick_reaches_the_arming_thread();
   test_fallback_flips_restart_for_cleanups();
   test_fallback_restart_off_for_the_outer_body();
   test_forked_child();
