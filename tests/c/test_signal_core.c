@@ -326,6 +326,60 @@ static void test_kick_signal_is_borrowed(void) {
   set_disposition(top, SIG_DFL);
 }
 
+/*
+** The thread that installed (its timer's) armed, was kicked, closed and is
+** gone; the last frame closes on the main thread: the kick's signal is given
+** back all the same (nothing can be pending on a thread that is gone).
+*/
+typedef struct installer_thread {
+  int armed[2], close_now[2];
+  lg_frame f;
+} installer_thread;
+
+static void *install_and_go(void *arg) {
+  installer_thread *t = (installer_thread *)arg;
+  char c = 'a';
+  ssize_t rc;
+  lg_frame_arm(&t->f, count_interrupt, NULL);
+  if (write(t->armed[1], &c, 1) != 1) return NULL;
+  /* the timer signals this thread: it gets the kicks it passes on (EINTR) */
+  while ((rc = read(t->close_now[0], &c, 1)) < 0 && errno == EINTR) {}
+  if (rc != 1) return NULL;
+  lg_frame_begin_cleanup(&t->f);
+  lg_frame_close(&t->f);
+  return NULL;
+}
+
+static void test_kick_given_back_when_its_thread_is_gone(void) {
+  installer_thread t;
+  pthread_t th;
+  lg_frame f;
+  int sig;
+  char c = 'c';
+  set_disposition(SIGTERM, recording_handler);
+  if (pipe(t.armed) != 0 || pipe(t.close_now) != 0) return;
+  if (pthread_create(&th, NULL, install_and_go, &t) != 0) return;
+  if (read(t.armed[0], &c, 1) != 1) return;
+  lg_frame_arm(&f, count_interrupt, NULL);
+  sig = lg_signal_kick_signal();
+  interrupts = 0;
+  kill(getpid(), SIGTERM);                 /* stops this thread's frame: the kick runs */
+  sleep_ms(20);
+  lg_signal_kick_stop();
+  CHECK(sig != 0 && interrupts == 1, "kick's thread gone: the signal stopped the main thread's frame");
+  if (write(t.close_now[1], &c, 1) != 1) return;
+  pthread_join(th, NULL);
+  nseen = 0;
+  lg_frame_begin_cleanup(&f);
+  lg_frame_close(&f);
+  CHECK_INT(1, nseen, "kick's thread gone: the signal re-delivered at the last close");
+  CHECK(disposition(sig) == SIG_DFL, "kick's thread gone: the kick's signal is SIG_DFL again");
+  close(t.armed[0]);
+  close(t.armed[1]);
+  close(t.close_now[0]);
+  close(t.close_now[1]);
+}
+
 /* Without a timer: no SA_RESTART in the body, switched on for cleanups. */
 static void test_fallback_flips_restart_for_cleanups(void) {
   lg_frame f;
@@ -676,6 +730,7 @@ int main(void) {
   test_kick_repeats_and_backs_off();
   test_kick_signal_is_borrowed();
   test_kick_reaches_the_arming_thread();
+  test_kick_given_back_when_its_thread_is_gone();
   test_fallback_flips_restart_for_cleanups();
   test_fallback_restart_off_for_the_outer_body();
   test_forked_child();
