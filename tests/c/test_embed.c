@@ -173,6 +173,62 @@ static void test_two_threads(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/*
+** A state armed on the main thread, then another in a thread that blocks
+** SIGTERM and reads a pipe nobody writes for 3 s: the signal lands on the
+** main thread and stops the newest block, the thread's; its read is cut
+** short by the kick, not left to run its course.
+*/
+static void *reading_thread(void *arg) {
+  lua_State *L = new_state();
+  sigset_t term;
+  const char *out;
+  (void)arg;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &term, NULL);
+  out = run(L,
+    "local t0 = os.time()\n"
+    "local p = io.popen('sleep 3; echo late')\n"
+    "local ok, e = pcall(function()\n"
+    "  local h <close> = luaguard.ErrorHandler()\n"
+    "  ARMED()\n"
+    "  return p:read('a')\n"
+    "end)\n"
+    "return tostring(e) .. (os.time() - t0 < 2 and ' early' or ' late')");
+  out = strdup(out);
+  lua_close(L);
+  return (void *)out;
+}
+
+static void test_thread_read_cut_short(void) {
+  lua_State *A = new_state();
+  pthread_t t;
+  void *r;
+  int waited = 0;
+  terms = 0;
+  armed_threads = 0;
+  catch_term();
+  CHECK_STR("armed", run(A, "H = luaguard.ExitHandler() return 'armed'"), "the main thread's state armed first");
+  pthread_create(&t, NULL, reading_thread, NULL);
+  while (armed_threads < 1 && waited++ < 5000) {
+    struct timespec ms = {0, 1000000L};
+    nanosleep(&ms, NULL);
+  }
+  {
+    struct timespec settle = {0, 100000000L};   /* into the read */
+    nanosleep(&settle, NULL);
+  }
+  kill(getpid(), SIGTERM);
+  pthread_join(t, &r);
+  CHECK_STR("SignalExit: SIGTERM early", (char *)r, "a thread's blocking read is cut short by the kick");
+  free(r);
+  run(A, "pcall(function() H:close() end)");
+  lua_close(A);
+  CHECK_INT(1, terms, "the signal re-delivered once, after both");
+  signal(SIGTERM, SIG_DFL);
+}
+
 /* A SignalExit caught outside its guard holds no reference of ours: after
 ** the handler closed, collectgarbage() frees it. */
 static void test_caught_signal_exit_is_freed(void) {
@@ -347,6 +403,7 @@ int main(void) {
   test_made_while_closing(dir);
   test_two_states_closed_out_of_order();
   test_two_threads();
+  test_thread_read_cut_short();
   test_caught_signal_exit_is_freed();
   test_program_allocator_after_ours();
   test_forked_child_runs_no_cleanup(dir);
