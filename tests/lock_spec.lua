@@ -141,6 +141,20 @@ describe("lock", function()
       ("order: open %d, lock %d, unlink %d, close %d"):format(opened, locked, unlinked, closed))
   end)
 
+  it("leaves a program it starts no descriptor of the lock: neither the file's nor its directory's", function()
+    local d, out = H.tmpdir(), H.tmpdir() .. "/fds"
+    local r = lua([[
+      local l = lock.dir(arg[1])
+      assert(os.execute("ls -l /proc/self/fd/ > " .. arg[2]))
+      print(l:is_locked())
+    ]], { d, out })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("true\n", r.stdout)
+    local listing = H.read(out)
+    assert.matches("%-> /dev/null", listing)        -- the listing is of the right thing
+    assert.is_nil(listing:find(d, 1, true), listing)
+  end)
+
   it("makes acquire on a held lock and release on a released one do nothing", function()
     local d = H.tmpdir()
     local r = lua([[

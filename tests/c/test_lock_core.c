@@ -67,6 +67,7 @@ static void test_basic(void) {
   CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "mode 0600");
   CHECK_INT(getpid(), probe_holder(path), "another process sees us as the holder");
   CHECK(fcntl(a.fd, F_GETFD) & FD_CLOEXEC, "not inherited across exec");
+  CHECK(fcntl(a.dirfd, F_GETFD) & FD_CLOEXEC, "its directory's descriptor neither");
   CHECK_INT(0, lg_lock_release(&a, path), "release");
   CHECK(!exists(path), "file removed on release");
   CHECK_INT(0, lg_lock_release(&a, path), "release again does nothing");
