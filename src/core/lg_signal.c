@@ -51,6 +51,7 @@
 #include "lg_pid.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,7 +212,8 @@ static void on_kick(int sig) {
   errno = saved_errno;
 }
 
-/* Kick the thread that armed f (its block is stopped). */
+/* Kick the thread that armed f (its block is stopped): f->tid, 0 when that
+** thread blocks the kick's signal (the timer's thread is kicked all the same). */
 static void kick_start(const lg_frame *f) {
   kick_target = f->tid;
   if (kick_signal == 0 || kick_active || cleaning_count > 0) return;
@@ -229,6 +231,12 @@ void lg_signal_kick_stop(void) {
 
 int lg_signal_kick_signal(void) { return kick_signal; }
 void lg_signal_use_kick(int enabled) { kick_wanted = enabled; }
+
+/* Whether this thread blocks sig. */
+static int thread_blocks(int sig) {
+  sigset_t mask;
+  return pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0 && sigismember(&mask, sig);
+}
 
 /* This thread's id, cached per thread (normal code only: the first use of a
 ** thread-local may allocate in a dlopen'ed module). */
@@ -670,6 +678,8 @@ int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, const void *group) {
     else rc = set_restart(want_restart());
   }
   if (rc == 0) {
+    if (kick_signal != 0 && thread_blocks(kick_signal))
+      f->tid = 0;           /* a kick passed on would wait there, then meet SIG_DFL */
     f->older = top_frame;
     if (top_frame != NULL) top_frame->newer = f;
     top_frame = f;          /* linked only once complete */

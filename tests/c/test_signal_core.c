@@ -327,6 +327,65 @@ static void test_kick_signal_is_borrowed(void) {
 }
 
 /*
+** A thread that blocks every signal arms a frame (the main thread's is older)
+** and is stopped: no kick is passed on to it, or it would wait there and meet
+** SIG_DFL once the thread unblocks after the last close. In a child process.
+*/
+typedef struct blocking_thread {
+  int armed[2], close_now[2], unblock_now[2];
+} blocking_thread;
+
+static void *arm_blocking_all(void *arg) {
+  blocking_thread *t = (blocking_thread *)arg;
+  sigset_t all;
+  lg_frame f;
+  char c = 'a';
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  if (write(t->armed[1], &c, 1) != 1 || read(t->close_now[0], &c, 1) != 1) return NULL;
+  lg_frame_begin_cleanup(&f);
+  lg_frame_close(&f);
+  if (read(t->unblock_now[0], &c, 1) != 1) return NULL;
+  pthread_sigmask(SIG_UNBLOCK, &all, NULL);   /* a kick left pending here would end the process */
+  return NULL;
+}
+
+static void test_no_kick_left_on_a_blocking_thread(void) {
+  pid_t child;
+  int status = -1;
+  set_disposition(SIGTERM, recording_handler);
+  child = test_fork_limited(10);
+  if (child == 0) {
+    blocking_thread t;
+    pthread_t th;
+    lg_frame f;
+    char c = 'c';
+    if (pipe(t.armed) != 0 || pipe(t.close_now) != 0 || pipe(t.unblock_now) != 0) _exit(2);
+    lg_frame_arm(&f, count_interrupt, NULL);
+    if (pthread_create(&th, NULL, arm_blocking_all, &t) != 0) _exit(2);
+    if (read(t.armed[0], &c, 1) != 1) _exit(2);
+    interrupts = 0;
+    kill(getpid(), SIGTERM);            /* lands here; stops the thread's frame */
+    sleep_ms(50);                       /* kicks meanwhile */
+    lg_signal_kick_stop();
+    if (interrupts != 1) _exit(3);
+    if (write(t.close_now[1], &c, 1) != 1) _exit(2);
+    sleep_ms(20);
+    lg_frame_begin_cleanup(&f);
+    lg_frame_close(&f);                 /* the last: the kick's signal given back */
+    if (write(t.unblock_now[1], &c, 1) != 1) _exit(2);
+    pthread_join(th, NULL);
+    sleep_ms(20);
+    _exit(0);
+  }
+  waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "a stopped thread that blocks every signal: no kick left pending there");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) printf("#   the child: status %d\n", status);
+}
+
+/*
 ** The thread that installed (its timer's) armed, was kicked, closed and is
 ** gone; the last frame closes on the main thread: the kick's signal is given
 ** back all the same (nothing can be pending on a thread that is gone).
@@ -731,6 +790,7 @@ int main(void) {
   test_kick_signal_is_borrowed();
   test_kick_reaches_the_arming_thread();
   test_kick_given_back_when_its_thread_is_gone();
+  test_no_kick_left_on_a_blocking_thread();
   test_fallback_flips_restart_for_cleanups();
   test_fallback_restart_off_for_the_outer_body();
   test_forked_child();
