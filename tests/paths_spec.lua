@@ -235,6 +235,25 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("co cleanup\n", r.stderr)
     end)
 
+    it("the module first required in a coroutine: SIGTERM still stops the state's main thread", function()
+      -- (the state's record is made by that first require, in the coroutine)
+      local r = H.run_script(H.prelude .. [[
+        local g
+        coroutine.wrap(function() g = require "luaguard" end)()
+        local co = coroutine.create(function()
+          local h = g.ExitHandler(function() io.stderr:write("co cleanup\n") end)
+          coroutine.yield()
+        end)
+        coroutine.resume(co)
+        kill("TERM")
+        local t = os.time()
+        while os.time() - t < 5 do end
+        io.stderr:write("NOT REACHED\n")
+      ]], nil, { interpreter = H.lua })
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("co cleanup\n", r.stderr)
+    end)
+
     it("an ErrorHandler left in a finished coroutine runs its cleanup, as by the signal", function()
       local r = stock([[
         local co = coroutine.wrap(function()
