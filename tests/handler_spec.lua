@@ -370,6 +370,31 @@ describe("cleanup guards", function()
     assert.are.equal("cleaned\n", r.stdout)
   end)
 
+  it("cannot be swallowed by a pcall straight around a wait that the signal cuts short", function()
+    -- raised from C (proc.run's wait, a lock's): pcall calls the C function
+    -- itself, no Lua function between them
+    for _, call in ipairs({
+      'pcall(proc.run, {"sh", "-c", "kill -TERM " .. PID .. "; sleep 5"})',
+      'pcall(lock.dir, D, {timeout = 20})',
+    }) do
+      local d = H.tmpdir()
+      local holder = H.spawn_script(H.prelude .. "local l = lock.dir(arg[1]); ready(arg[2]); nap(30)",
+                                    { d, d .. "/ready" })
+      H.wait_for(d .. "/ready")
+      local r = host(([[
+        D = %q
+        local h <close> = ExitHandler(function() print("cleaned") end)
+        if D ~= "" and not %s then io.popen("sleep 0.3; kill -TERM " .. PID .. " 2>/dev/null") end
+        local ok, e = %s
+        print("SWALLOWED", ok, e)
+        spin()
+      ]]):format(d, tostring(call:find("proc") ~= nil), call))
+      holder:abandon()
+      assert.are.equal(128 + SIG.TERM, r.status, call .. ": " .. r.stderr)
+      assert.are.equal("cleaned\n", r.stdout, call)
+    end
+  end)
+
   it("runs cleanups once when a second signal lands in a message handler", function()
     for _ = 1, 5 do
       local r = host([[
