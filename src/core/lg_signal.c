@@ -678,8 +678,10 @@ int lg_frame_arm(lg_frame *f, lg_interrupt_fn interrupt, const void *group) {
     else rc = set_restart(want_restart());
   }
   if (rc == 0) {
-    if (kick_signal != 0 && thread_blocks(kick_signal))
-      f->tid = 0;           /* a kick passed on would wait there, then meet SIG_DFL */
+    /* a kick passed on to a thread blocking it would wait there, then meet
+    ** SIG_DFL; the timer's own thread needs no check (nor its syscall) */
+    if (kick_signal != 0 && f->tid != kick_timer_tid && thread_blocks(kick_signal))
+      f->tid = 0;
     f->older = top_frame;
     if (top_frame != NULL) top_frame->newer = f;
     top_frame = f;          /* linked only once complete */
