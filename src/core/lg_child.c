@@ -139,6 +139,14 @@ static int runnable(const char *cwd, const char *p) {
   return access(p, X_OK);
 }
 
+/* Whether dir is a directory we may enter: 0, or -1 with errno. */
+static int enterable(const char *dir) {
+  struct stat st;
+  if (stat(dir, &st) != 0) return -1;
+  if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return -1; }
+  return access(dir, X_OK);
+}
+
 /*
 ** execvp's search, done before the spawn so that a command that cannot run is
 ** an error of the spawn itself everywhere (glibc's posix_spawnp reports a
@@ -184,6 +192,12 @@ int lg_child_spawn(lg_child *c, char *const argv[], const lg_spawn_options *o) {
   memset(c, 0, sizeof *c);
   c->pidfd = -1;
   for (i = 0; i < 3; i++) c->pipe[i] = -1;
+  /* a cwd that cannot be entered is said as such, not as a missing command
+  ** (the search below, or the child's chdir, would fail with ENOENT) */
+  if (o->cwd != NULL && enterable(o->cwd) != 0) {
+    c->cwd_failed = 1;
+    return -1;
+  }
   if (check_command(argv[0], o->cwd) != 0) return -1;
   for (i = 0; i < 3; i++) {
     int p[2];
@@ -226,7 +240,8 @@ int lg_child_spawn(lg_child *c, char *const argv[], const lg_spawn_options *o) {
     }
   if (rc != 0) {
     close_ends(ends);
-    errno = rc;
+    if (o->cwd != NULL && enterable(o->cwd) != 0) c->cwd_failed = 1;   /* gone meanwhile */
+    else errno = rc;
     return -1;
   }
   c->pid = pid;

@@ -39,14 +39,16 @@ typedef struct lg_child {
   int status;                 /* the wait status, once reaped */
   int signalled;              /* a stop was forwarded to it (once) */
   int linked;                 /* in the process's list (until forgotten) */
+  int cwd_failed;             /* a failed spawn's errno is about opts' cwd */
   double grace;               /* seconds between a stop's signal and SIGKILL */
   const void *context;        /* its owner (a Lua state); lg_children_stop's key */
   struct lg_child *next, *prev;   /* the process's live children */
 } lg_child;
 
 /* Start argv[0] (PATH searched as execvp does) with argv. 0, or -1 with errno
-** (ENOENT, EACCES ...: the exec failed, nothing is left, no zombie). The child
-** is linked in the process's list until lg_child_forget. */
+** (ENOENT, EACCES ...: the exec failed, nothing is left, no zombie; with
+** c->cwd_failed set when o->cwd is what could not be entered). The child is
+** linked in the process's list until lg_child_forget. */
 int lg_child_spawn(lg_child *c, char *const argv[], const lg_spawn_options *o);
 
 /* Reap c if it has exited: 1 when reaped (now or before), 0 when it runs. */

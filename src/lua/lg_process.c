@@ -503,6 +503,8 @@ static Process *start(lua_State *L, spawn_request *r, int for_run) {
   if (lg_frame_top() == NULL) r->o.terminal = 1;
   if (lg_child_spawn(&p->child, (char *const *)lua_touserdata(L, r->argv_idx), &r->o) != 0) {
     int err = errno;
+    if (p->child.cwd_failed)
+      lg_raise_os_error(L, err, r->o.cwd, lua_pushfstring(L, "cannot enter it (opts.cwd): %s", strerror(err)));
     lua_rawgeti(L, 1, 1);
     lg_raise_os_error(L, err, lua_tostring(L, -1),
                       err == ENOENT ? "command not found" : NULL);
