@@ -427,13 +427,15 @@ describe("cleanup guards", function()
     assert.are.equal("cleanup ran\n", r.stdout)
   end)
 
-  it("h:close(err) with any error value, false too, runs an ErrorHandler's cleanups", function()
-    -- error(false) raises false: to __close and to close(err) it is an error
+  it("h:close(err) with any error value, false too, runs an ErrorHandler's cleanups; nil is none", function()
+    -- error(false) raises false: to __close and to close(err) it is an error;
+    -- nil is what __close gets on a normal exit
     local r = host([[
       local h = ErrorHandler(function() print("rolled back") end)
       h:close(false)
       local h2 = ErrorHandler(function() print("not run") end)
       h2:close()
+      ErrorHandler(function() print("not run either") end):close(nil)
       print(pcall(function()
         local h3 <close> = ErrorHandler(function() print("rolled back by <close>") end)
         error(false)

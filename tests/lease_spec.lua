@@ -377,6 +377,29 @@ describe("lock.lease", function()
     assert.are.equal(0, holder:wait(10))
   end)
 
+  it("with no handler armed, its wait ends at lua5.4's Ctrl-C (SIGINT) under stock lua5.4", function()
+    -- lua.c's SIGINT asks the chunk to stop at its next instruction; the
+    -- wait (math.huge) must end for it, and leave no waiter's key
+    local nm = name()
+    local d = H.tmpdir()
+    local holder = c:hold(nm, d)
+    local waiter = H.spawn({ H.lua, "-e", ([[
+      local lock = require("luaguard").lock
+      io.open(%q, "w"):close()
+      local ok, e = pcall(lock.lease, %q, {timeout = math.huge})
+      print("not interrupted", ok, e)
+    ]]):format(d .. "/waiting", nm) }, { env = env(H.module_env) })
+    H.wait_for_file(d .. "/waiting", 10)
+    H.sleep(0.3)
+    H.kill(waiter:pid(), "INT")
+    assert.are.equal(1, waiter:wait(10), waiter:stderr())
+    assert.matches("^lua5.4: %(command line%):%d+: interrupted!\n", waiter:stderr())
+    assert.are.equal("", waiter:stdout())
+    assert.are.equal(1, #c:keys("luaguard/lock/" .. nm), "the waiter's key is gone")
+    H.write(d .. "/stop", "")
+    assert.are.equal(0, holder:wait(10))
+  end)
+
   it("stops a guarded block with LeaseLost when its member goes silent past the ttl", function()
     local nm = name()
     local d = H.tmpdir()

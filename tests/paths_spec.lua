@@ -235,6 +235,31 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("co cleanup\n", r.stderr)
     end)
 
+    it("a handler armed in a coroutine nothing else keeps: the handler keeps the thread (SIGTERM after a full GC)", function()
+      -- the guard points at the thread it was armed on: freed, the stop would
+      -- write into a dead lua_State, inside liblua, which ASan does not see:
+      -- memcheck runs it (but not around the ASan build: the two do not mix)
+      local memcheck = not H.asan_preload and { "valgrind", "-q", "--error-exitcode=99" } or nil
+      local r = H.run_prelude([[
+        local co = coroutine.create(function()
+          local h = ErrorHandler(function() io.stderr:write("co cleanup\n") end)
+          coroutine.yield(h)
+        end)
+        local _, h = coroutine.resume(co)
+        co = nil
+        collectgarbage()
+        collectgarbage()
+        local others = {}
+        for i = 1, 1000 do others[i] = coroutine.create(print) end   -- reuse what was freed
+        kill("TERM")
+        local t = os.time()
+        while os.time() - t < 5 do end
+        io.stderr:write("NOT REACHED\n")
+      ]], nil, { prefix = memcheck, bare = true })
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.matches("^co cleanup\n[^\n]*SignalExit: SIGTERM\n$", r.stderr)
+    end)
+
     it("the module first required in a coroutine: SIGTERM still stops the state's main thread", function()
       -- (the state's record is made by that first require, in the coroutine)
       local r = H.run_script(H.prelude .. [[
