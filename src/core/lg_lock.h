@@ -94,10 +94,16 @@ int lg_lock_release(lg_lock *lk, const char *path);
 
 int lg_lock_is_held(const lg_lock *lk);
 
+
 #ifndef _WIN32
 /* Release every lock this process holds whose context is 'context' (a Lua
 ** state being closed). Returns how many were released. */
 int lg_lock_release_context(const void *context);
+
+/* 1 when no thread is inside the lock table (its mutex is free): every call
+** above leaves it so. A check for tests, which would otherwise only hang at
+** the next call. */
+int lg_lock_table_free(void);
 #endif
 
 #endif

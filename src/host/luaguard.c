@@ -512,7 +512,6 @@ static int pmain(lua_State *L) {
   luaL_checkversion(L);
   if (called_as(argv[0], "luaguard-lock")) return lock_command_main(L, argc, argv);
   args = collect_args(argv, &script);
-  if (argv[0] && argv[0][0]) progname = argv[0];
   if (args & HAS_HELP) {
     print_usage(NULL);
     lua_pushboolean(L, 1);

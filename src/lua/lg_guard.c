@@ -543,10 +543,12 @@ int lg_guard_arm(lua_State *L, lg_guard *g, lg_guard_close_fn close_stopped) {
   g->stop_ref = LUA_NOREF;
   save_user_hook(g, L);
   if (L != st->main) st->off_main++;
-  else if (lua_gethook(L) != guard_hook) {
-    st->main_hook = lua_gethook(L);
-    st->main_mask = lua_gethookmask(L);
-    st->main_count = lua_gethookcount(L);
+  /* a stop hooks the main thread too, whichever thread g is on: what to put
+  ** back there once nothing is left to stop */
+  if (lua_gethook(st->main) != guard_hook) {
+    st->main_hook = lua_gethook(st->main);
+    st->main_mask = lua_gethookmask(st->main);
+    st->main_count = lua_gethookcount(st->main);
   }
   if (lg_frame_arm(&g->frame, guard_interrupt, st) != 0) {   /* step 2's callback */
     if (L != st->main) st->off_main--;

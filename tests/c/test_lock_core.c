@@ -63,12 +63,14 @@ static void test_basic(void) {
   struct stat st;
   lg_lock_init(&a);
   CHECK_INT(0, lg_lock_acquire(&a, path, 0, NULL, NULL, NULL), "acquire");
+  CHECK(lg_lock_table_free(), "acquire leaves the lock table free");
   CHECK(lg_lock_is_held(&a), "held");
   CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "mode 0600");
   CHECK_INT(getpid(), probe_holder(path), "another process sees us as the holder");
   CHECK(fcntl(a.fd, F_GETFD) & FD_CLOEXEC, "not inherited across exec");
   CHECK(fcntl(a.dirfd, F_GETFD) & FD_CLOEXEC, "its directory's descriptor neither");
   CHECK_INT(0, lg_lock_release(&a, path), "release");
+  CHECK(lg_lock_table_free(), "release leaves the lock table free");
   CHECK(!exists(path), "file removed on release");
   CHECK_INT(0, lg_lock_release(&a, path), "release again does nothing");
 }
@@ -88,6 +90,7 @@ static void test_in_process(void) {
   CHECK_INT(fds_before, test_count_fds(), "no descriptor left by the refusal");
   CHECK_INT(-1, lg_lock_acquire(&b, path, 0.05, NULL, NULL, &why), "and after a wait");
   CHECK(why.waited >= 0.05, "it waited");
+  CHECK(lg_lock_table_free(), "refusals leave the lock table free");
   CHECK_INT(getpid(), probe_holder(path), "the first lock survived the refusals");
   lg_lock_release(&a, path);
   CHECK_INT(0, lg_lock_acquire(&b, path, 0, NULL, NULL, NULL), "free once the first is released");

@@ -439,10 +439,12 @@ static void test_kick_given_back_when_its_thread_is_gone(void) {
   close(t.close_now[1]);
 }
 
-/* Without a timer: no SA_RESTART in the body, switched on for cleanups. */
+/* Without a timer: no SA_RESTART in the body, switched on for cleanups; a
+** signal that was ignored (nohup) is left alone by the switch, and after. */
 static void test_fallback_flips_restart_for_cleanups(void) {
   lg_frame f;
   set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGHUP, SIG_IGN);
   lg_signal_use_kick(0);
   lg_frame_arm(&f, count_interrupt, NULL);
   CHECK_INT(0, lg_signal_kick_signal(), "fallback: no kick");
@@ -453,10 +455,17 @@ static void test_fallback_flips_restart_for_cleanups(void) {
   CHECK(has_restart_flag(SIGTERM), "fallback: SA_RESTART while cleanups run");
   CHECK_INT(1, read_with_signal_from_child(SIGTERM), "fallback: a cleanup's read is not cut short");
   CHECK_INT(0, interrupts, "fallback: and the signal is only recorded");
+  CHECK(disposition(SIGHUP) == SIG_IGN, "fallback: an ignored signal stays ignored while cleanups run");
   nseen = 0;
   lg_frame_close(&f);
   CHECK_INT(2, nseen, "both signals re-delivered after");
   CHECK(!has_restart_flag(SIGTERM), "fallback: the previous disposition, without SA_RESTART");
+  CHECK(disposition(SIGHUP) == SIG_IGN, "fallback: and ignored after");
+  lg_frame_arm(&f, count_interrupt, NULL);       /* a second install finds it ignored too */
+  lg_frame_begin_cleanup(&f);
+  CHECK(disposition(SIGHUP) == SIG_IGN, "fallback, again: still ignored while cleanups run");
+  lg_frame_close(&f);
+  set_disposition(SIGHUP, SIG_DFL);
   lg_signal_use_kick(1);
 }
 
