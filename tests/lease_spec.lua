@@ -369,6 +369,28 @@ s.serve_forever()
     ]]):format(name()), nil, { env = env() })
     ok_or_show(r)
     assert.matches("^true\ttrue\nfalse\tfalse\tnil\tLeaseLock%(t%d+_%d+%) <released>\n$", r.stdout)
+    assert.are.equal("", r.stderr)
+  end)
+
+  it("says so at release when its key was deleted behind its back: the lock ended before", function()
+    local nm = name()
+    local d = H.tmpdir()
+    local job = H.spawn_script(H.prelude .. ([[
+      local l = lock.lease(%q)
+      io.open(%q, "w"):write(l:key(), "\n"):close()
+      wait_for(%q)
+      l:release()
+      print(l:is_locked())
+    ]]):format(nm, d .. "/key", d .. "/go"), nil, { env = env() })
+    local key = H.wait_for(d .. "/key"):match("^[^\n]+")
+    local del = c:etcdctl { "del", key }
+    H.write(d .. "/go", "\n")
+    assert.are.equal(0, job:wait(15), job:stderr())
+    assert.are.equal("1\n", del.stdout)
+    assert.are.equal("false\n", job:stdout())
+    assert.matches("LeaseLock%(" .. nm .. "%): its key was gone at release %(deleted, or the lease lost%): " ..
+                   "the lock ended before it\n", job:stderr())
+    assert.are.same({}, c:keys("luaguard/lock/" .. nm))
   end)
 
   it("logs, and does not raise, when the revoke at release cannot reach its member", function()
@@ -678,19 +700,30 @@ s.serve_forever()
       .. "held at %.2f: %.2f s before"):format(lost, acquired, acquired - lost))
   end)
 
-  it("is never released by a process forked from its holder", function()
-    local d = H.tmpdir()
-    local exe = d .. "/lease_fork"
-    local argv = { "gcc", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-O1", "-g",
+  -- tests/c/lease_threads.c without TSan, with its late keep-alive thread
+  local function lease_threads_plain()
+    local exe = H.tmpdir() .. "/lease_threads"
+    local argv = { "gcc", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-DLEASE_LATE_KEEPER", "-O1", "-g",
                    "-I" .. H.root .. "/src/core", "-I" .. H.root .. "/tests/c",
                    H.root .. "/tests/c/lease_threads.c", H.root .. "/src/core/lg_etcd.c",
-                   "-o", exe, "-lcurl", "-lcjson", "-lpthread" }
+                   "-o", exe, "-Wl,--wrap=pthread_cond_timedwait", "-lcurl", "-lcjson", "-lpthread" }
     if H.sanitize_cflags ~= "" then table.insert(argv, 2, H.sanitize_cflags) end
     local r = H.run(argv, { limit = 300 })
     assert.are.equal(0, r.status, r.stderr)
-    r = H.run({ exe, c.endpoints[1], "luaguard/lock/" .. name(), "fork" })
+    return exe
+  end
+
+  it("is never released by a process forked from its holder", function()
+    local r = H.run({ lease_threads_plain(), c.endpoints[1], "luaguard/lock/" .. name(), "fork" })
     assert.are.equal(0, r.status, r.stdout .. r.stderr)
     assert.matches("ok %d+ %- the parent's lease lives on", r.stdout)
+    assert.is_nil(r.stdout:find("not ok", 1, true), r.stdout)
+  end)
+
+  it("is lost at once when its holder finds it dead by its own count before the keep-alive thread does", function()
+    local r = H.run({ lease_threads_plain(), c.endpoints[1], "luaguard/lock/" .. name(), "late" })
+    assert.are.equal(0, r.status, r.stdout .. r.stderr)
+    assert.matches("ok %d+ %- the thread, awake again, calls it no more", r.stdout)
     assert.is_nil(r.stdout:find("not ok", 1, true), r.stdout)
   end)
 

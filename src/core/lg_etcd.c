@@ -539,14 +539,18 @@ static int lease_revoke(conn *c, int64_t id, double deadline, lg_etcd_error *err
   return rc;
 }
 
-/* kv/deleterange of the one key. */
-static int key_delete(conn *c, const char *key, double deadline, lg_etcd_error *err) {
+/* kv/deleterange of the one key; *deleted: how many went (0: it was gone). */
+static int key_delete(conn *c, const char *key, int64_t *deleted, double deadline,
+                      lg_etcd_error *err) {
   cJSON *req = cJSON_CreateObject(), *reply;
   int rc;
   add_b64(req, "key", key, strlen(key));
   rc = post(c, "/v3/kv/deleterange", req, &reply, deadline, ATTEMPT_S, NULL, err);
   cJSON_Delete(req);
-  if (rc == POST_OK) cJSON_Delete(reply);
+  if (rc == POST_OK) {
+    *deleted = int64_field(reply, "deleted");
+    cJSON_Delete(reply);
+  }
   return rc;
 }
 
@@ -911,7 +915,7 @@ static int acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, 
 }
 
 int lg_lease_release(lg_lease *ls, lg_etcd_error *err) {
-  int rc = POST_OK;
+  int rc = POST_OK, gone = 0;
   if (!ls->held || forget_in_child(ls)) return 0;
   ls->held = 0;
   stop_keeper(ls);
@@ -921,18 +925,21 @@ int lg_lease_release(lg_lease *ls, lg_etcd_error *err) {
   ** a revoke (about 2 ms less here); then the lease, which would otherwise
   ** linger for its TTL. Released once the key is gone, by either. A lost
   ** lease has expired by our count: asking a silent member would only hold
-  ** the caller up. */
+  ** the caller up. A key already gone (nothing deleted) means the lock ended
+  ** before its release: the caller is told (1). */
   if (!lg_lease_lost(ls)) {
     double deadline = now_s() + 3 * ATTEMPT_S;
-    int deleted = key_delete(&ls->main, ls->key, deadline, err) == POST_OK;
+    int64_t count = 0;
+    int deleted = key_delete(&ls->main, ls->key, &count, deadline, err) == POST_OK;
     rc = lease_revoke(&ls->main, ls->id, deadline, err);
     if (deleted) rc = POST_OK;
+    gone = deleted && count == 0;
   }
   ls->id = 0;
   free(ls->key);
   ls->key = NULL;
   pool_give(&ls->main);
-  return rc == POST_OK ? 0 : -1;
+  return rc != POST_OK ? -1 : gone ? 1 : 0;
 }
 
 int lg_lease_is_held(const lg_lease *ls) { return ls->held; }

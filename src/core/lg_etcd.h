@@ -65,8 +65,10 @@ void lg_lease_free(lg_lease *ls);
 */
 int lg_lease_acquire(lg_lease *ls, const lg_lease_wait *w, lg_lease_lost_fn lost, void *ud,
                      lg_etcd_error *err);
-/* Stop the thread, revoke the lease (its key goes with it). 0, or -1 with
-** err filled (the lease then expires by itself within its ttl). */
+/* Stop the thread, delete the key and revoke the lease. 0; 1 when the key
+** was gone already (deleted behind our back, or the lease lost unnoticed:
+** the lock ended before its release); or -1 with err filled (the lease then
+** expires by itself within its ttl). */
 int lg_lease_release(lg_lease *ls, lg_etcd_error *err);
 
 int lg_lease_is_held(const lg_lease *ls);

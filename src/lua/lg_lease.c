@@ -259,15 +259,19 @@ static int do_acquire(lua_State *L, int idx, LeaseLock *ll, double timeout) {
 static int leaselock_release(lua_State *L) {
   LeaseLock *ll = toLeaseLock(L, 1);
   lg_etcd_error err;
-  int was_lost;
+  int was_lost, rc;
   if (ll->lease == NULL || !lg_lease_is_held(ll->lease)) return 0;
   was_lost = lg_lease_lost(ll->lease);
   lua_pushnil(L);
   guard->set_stop_error(L, ll->reason);
   memset(&err, 0, sizeof err);
-  if (lg_lease_release(ll->lease, &err) != 0 && !was_lost)
+  rc = lg_lease_release(ll->lease, &err);
+  if (rc < 0 && !was_lost)
     lg_log("LeaseLock(%s): revoking the lease failed (%s: %s); it expires by itself",
            lease_name(L, 1), err.endpoint, err.message);
+  else if (rc > 0)
+    lg_log("LeaseLock(%s): its key was gone at release (deleted, or the lease lost): "
+           "the lock ended before it", lease_name(L, 1));
   return 0;
 }
 

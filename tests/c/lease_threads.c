@@ -7,10 +7,15 @@
 ** caller sees. ThreadSanitizer reports any race between them; TAP out.
 ** With "fork" (a build without TSan, which does not follow a fork of a
 ** threaded process), a forked child releases and frees its copy of the held
-** lease instead, and the parent's lease must live on.
+** lease instead, and the parent's lease must live on. With "late" (built
+** with -DLEASE_LATE_KEEPER and the linker's --wrap below), the keep-alive
+** thread oversleeps: the caller finds the lease dead by its count first,
+** and must then see it lost, its callback called, as the thread would have.
 **
-**   lease_threads ENDPOINT NAME [fork]
+**   lease_threads ENDPOINT NAME [fork | late]
 */
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -19,6 +24,32 @@
 
 #include "lg_etcd.h"
 #include "tap.h"
+
+#ifdef LEASE_LATE_KEEPER
+/* -Wl,--wrap=pthread_cond_timedwait: once 'oversleep' is set, a wait on any
+** thread but the main one (the keep-alive thread's) lasts 3 s past its
+** deadline, deaf to signals. */
+int __real_pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                  const struct timespec *abstime);
+int __wrap_pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                  const struct timespec *abstime);
+static volatile int oversleep;
+static pthread_t main_thread;
+
+int __wrap_pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
+                                  const struct timespec *abstime) {
+  struct timespec until;
+  if (!__atomic_load_n(&oversleep, __ATOMIC_SEQ_CST) || pthread_equal(pthread_self(), main_thread))
+    return __real_pthread_cond_timedwait(cond, mutex, abstime);
+  until = *abstime;
+  until.tv_sec += 3;
+  pthread_mutex_unlock(mutex);
+  /* the condition's clock (lg_etcd.c) */
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {}
+  pthread_mutex_lock(mutex);
+  return ETIMEDOUT;
+}
+#endif
 
 static volatile int lost_calls;   /* written by the thread, read here: atomics */
 
@@ -58,6 +89,20 @@ int main(int argc, char **argv) {
     nap_ms(50);
   }
   CHECK_INT(30, alive_seen, "alive through its renewals");
+#ifdef LEASE_LATE_KEEPER
+  if (argc == 4 && strcmp(argv[3], "late") == 0) {
+    main_thread = pthread_self();
+    __atomic_store_n(&oversleep, 1, __ATOMIC_SEQ_CST);
+    for (i = 0; i < 600 && lg_lease_alive(ls); i++) nap_ms(10);
+    CHECK(i < 600, "the lease is dead by the holder's count while its thread oversleeps");
+    CHECK(lg_lease_lost(ls), "and lost at once: alive() told no one else");
+    CHECK_INT(1, __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST), "the callback ran, from the caller's thread");
+    CHECK_INT(0, lg_lease_release(ls, &err), "a lost lease releases without a request");
+    CHECK_INT(1, __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST), "the thread, awake again, calls it no more");
+    lg_lease_free(ls);
+    return tap_done();
+  }
+#endif
   if (argc == 4 && strcmp(argv[3], "fork") == 0) {   /* built without TSan: see the top */
     pid_t child = fork();
     int status = -1;

@@ -6,11 +6,13 @@
 ** switches SA_RESTART for cleanups), and a forked child that never acts for
 ** its parent.
 */
+#define _GNU_SOURCE   /* gettid, for the slowed timer below */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -439,6 +441,98 @@ static void test_kick_given_back_when_its_thread_is_gone(void) {
   close(t.close_now[1]);
 }
 
+/*
+** The core's timer_settime, through the linker (-Wl,--wrap=timer_settime in
+** premake5.lua): while slow_arm_tid is set, an arm on that thread (the kick's
+** handler re-arming its timer) takes 30 ms, long enough for another thread
+** to close the last frame meanwhile. slow_arm_inside says it is under way.
+*/
+int __real_timer_settime(timer_t timer, int flags, const struct itimerspec *value,
+                         struct itimerspec *old);
+int __wrap_timer_settime(timer_t timer, int flags, const struct itimerspec *value,
+                         struct itimerspec *old);
+static volatile sig_atomic_t slow_arm_tid;
+static volatile sig_atomic_t slow_arm_inside;
+
+int __wrap_timer_settime(timer_t timer, int flags, const struct itimerspec *value,
+                         struct itimerspec *old) {
+  int rc;
+  if (slow_arm_tid != 0 && (value->it_value.tv_sec != 0 || value->it_value.tv_nsec != 0) &&
+      (pid_t)syscall(SYS_gettid) == slow_arm_tid) {
+    struct timespec ts = {0, 30000000L};
+    slow_arm_inside = 1;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  }
+  rc = __real_timer_settime(timer, flags, value, old);
+  slow_arm_inside = 0;
+  return rc;
+}
+
+/*
+** The last frame closes on one thread while the kick's handler runs on the
+** timer's (the installer's), about to arm the timer again: the close waits
+** for it, then disarms. Closing under it would give the kick's signal back
+** to SIG_DFL with the timer about to fire: the process would die by it.
+*/
+typedef struct kicked_installer {
+  int armed[2], close_now[2], exit_now[2];
+  volatile sig_atomic_t tid;
+} kicked_installer;
+
+static void *install_then_take_kicks(void *arg) {
+  kicked_installer *t = (kicked_installer *)arg;
+  lg_frame f;
+  char c = 'a';
+  ssize_t rc;
+  t->tid = (sig_atomic_t)syscall(SYS_gettid);
+  lg_frame_arm(&f, count_interrupt, NULL);       /* installs: the timer signals this thread */
+  if (write(t->armed[1], &c, 1) != 1) return NULL;
+  while ((rc = read(t->close_now[0], &c, 1)) < 0 && errno == EINTR) {}
+  if (rc != 1) return NULL;
+  lg_frame_close(&f);                             /* not the last: the timer stays this thread's */
+  if (write(t->armed[1], &c, 1) != 1) return NULL;
+  while ((rc = read(t->exit_now[0], &c, 1)) < 0 && errno == EINTR) {}
+  return NULL;
+}
+
+static void test_last_close_waits_for_a_running_kick(void) {
+  pid_t child;
+  int status = -1;
+  set_disposition(SIGTERM, recording_handler);
+  child = test_fork_limited(10);
+  if (child == 0) {
+    kicked_installer t;
+    pthread_t th;
+    lg_frame f;
+    char c = 'c';
+    int waited;
+    memset(&t, 0, sizeof t);
+    if (pipe(t.armed) != 0 || pipe(t.close_now) != 0 || pipe(t.exit_now) != 0) _exit(2);
+    if (pthread_create(&th, NULL, install_then_take_kicks, &t) != 0) _exit(2);
+    if (read(t.armed[0], &c, 1) != 1) _exit(2);
+    lg_frame_arm(&f, count_interrupt, NULL);
+    if (lg_signal_kick_signal() == 0) _exit(3);
+    if (write(t.close_now[1], &c, 1) != 1 || read(t.armed[0], &c, 1) != 1) _exit(2);
+    slow_arm_tid = t.tid;
+    kill(getpid(), SIGTERM);            /* stops this frame: kicks from the installer's timer */
+    for (waited = 0; !slow_arm_inside && waited < 2000; waited++) sleep_ms(1);
+    if (!slow_arm_inside) _exit(4);     /* no kick is re-arming: nothing tested */     /* no kick is re-arming: nothing tested */
+    lg_frame_begin_cleanup(&f);
+    lg_frame_close(&f);                 /* the last, while the kick's handler runs */
+    slow_arm_tid = 0;
+    sleep_ms(150);                      /* past any timer left armed (64 ms at most) */
+    if (write(t.exit_now[1], &c, 1) != 1) _exit(2);
+    pthread_join(th, NULL);
+    _exit(0);
+  }
+  waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "the last close while the kick's handler re-arms on another thread: it waits, nothing fires after");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    printf("#   the child: %s %d\n", WIFSIGNALED(status) ? "killed by signal" : "exit status",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
 /* Without a timer: no SA_RESTART in the body, switched on for cleanups; a
 ** signal that was ignored (nohup) is left alone by the switch, and after. */
 static void test_fallback_flips_restart_for_cleanups(void) {
@@ -800,6 +894,7 @@ int main(void) {
   test_kick_reaches_the_arming_thread();
   test_kick_given_back_when_its_thread_is_gone();
   test_no_kick_left_on_a_blocking_thread();
+  test_last_close_waits_for_a_running_kick();
   test_fallback_flips_restart_for_cleanups();
   test_fallback_restart_off_for_the_outer_body();
   test_forked_child();
