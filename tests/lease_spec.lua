@@ -605,7 +605,12 @@ s.serve_forever()
     assert(pcall(H.wait_for, d .. "/repl"), repl:stderr())
     c:signal_member(1, "STOP")
     local co_status = job:wait(15)
-    local repl_line = repl:poll(15)      -- still at its prompt: nil
+    -- the session goes on: it answers the next line, and is still there
+    local deadline = H.now() + 15
+    while not repl:stdout():find("next line") and not repl:poll(0) and H.now() < deadline do
+      H.sleep(0.02)
+    end
+    local repl_line = repl:poll(0)       -- still at its prompt: nil
     w:close()
     local repl_status = repl:wait(10)
     c:signal_member(1, "CONT")
