@@ -706,7 +706,10 @@ s.serve_forever()
   end)
 
   -- tests/c/lease_threads.c without TSan, with its late keep-alive thread
+  -- (built once)
+  local plain_exe
   local function lease_threads_plain()
+    if plain_exe then return plain_exe end
     local exe = H.tmpdir() .. "/lease_threads"
     local argv = { "gcc", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-DLEASE_LATE_KEEPER", "-O1", "-g",
                    "-I" .. H.root .. "/src/core", "-I" .. H.root .. "/tests/c",
@@ -715,6 +718,7 @@ s.serve_forever()
     if H.sanitize_cflags ~= "" then table.insert(argv, 2, H.sanitize_cflags) end
     local r = H.run(argv, { limit = 300 })
     assert.are.equal(0, r.status, r.stderr)
+    plain_exe = exe
     return exe
   end
 

@@ -27,7 +27,7 @@
 
 #ifdef LEASE_LATE_KEEPER
 /* -Wl,--wrap=pthread_cond_timedwait: once 'oversleep' is set, a wait on any
-** thread but the main one (the keep-alive thread's) lasts 3 s past its
+** thread but the main one (the keep-alive thread's) lasts 2 s past its
 ** deadline, deaf to signals. */
 int __real_pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
                                   const struct timespec *abstime);
@@ -42,7 +42,7 @@ int __wrap_pthread_cond_timedwait(pthread_cond_t *cond, pthread_mutex_t *mutex,
   if (!__atomic_load_n(&oversleep, __ATOMIC_SEQ_CST) || pthread_equal(pthread_self(), main_thread))
     return __real_pthread_cond_timedwait(cond, mutex, abstime);
   until = *abstime;
-  until.tv_sec += 3;
+  until.tv_sec += 2;     /* past the count's end: ttl 2 lives 1.6 s after a renewal */
   pthread_mutex_unlock(mutex);
   /* the condition's clock (lg_etcd.c) */
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {}
