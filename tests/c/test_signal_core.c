@@ -353,38 +353,49 @@ static void *arm_blocking_all(void *arg) {
   return NULL;
 }
 
-static void test_no_kick_left_on_a_blocking_thread(void) {
+/* body() in a forked child (10 s at most, SIGTERM recorded): it must exit 0. */
+static void check_in_child(void (*body)(void), const char *what) {
   pid_t child;
   int status = -1;
   set_disposition(SIGTERM, recording_handler);
   child = test_fork_limited(10);
   if (child == 0) {
-    blocking_thread t;
-    pthread_t th;
-    lg_frame f;
-    char c = 'c';
-    if (pipe(t.armed) != 0 || pipe(t.close_now) != 0 || pipe(t.unblock_now) != 0) _exit(2);
-    lg_frame_arm(&f, count_interrupt, NULL);
-    if (pthread_create(&th, NULL, arm_blocking_all, &t) != 0) _exit(2);
-    if (read(t.armed[0], &c, 1) != 1) _exit(2);
-    interrupts = 0;
-    kill(getpid(), SIGTERM);            /* lands here; stops the thread's frame */
-    sleep_ms(50);                       /* kicks meanwhile */
-    lg_signal_kick_stop();
-    if (interrupts != 1) _exit(3);
-    if (write(t.close_now[1], &c, 1) != 1) _exit(2);
-    sleep_ms(20);
-    lg_frame_begin_cleanup(&f);
-    lg_frame_close(&f);                 /* the last: the kick's signal given back */
-    if (write(t.unblock_now[1], &c, 1) != 1) _exit(2);
-    pthread_join(th, NULL);
-    sleep_ms(20);
+    body();
     _exit(0);
   }
   waitpid(child, &status, 0);
-  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-        "a stopped thread that blocks every signal: no kick left pending there");
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) printf("#   the child: status %d\n", status);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, what);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    printf("#   the child: %s %d\n", WIFSIGNALED(status) ? "killed by signal" : "exit status",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
+static void no_kick_left_on_a_blocking_thread(void) {
+  blocking_thread t;
+  pthread_t th;
+  lg_frame f;
+  char c = 'c';
+  if (pipe(t.armed) != 0 || pipe(t.close_now) != 0 || pipe(t.unblock_now) != 0) _exit(2);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  if (pthread_create(&th, NULL, arm_blocking_all, &t) != 0) _exit(2);
+  if (read(t.armed[0], &c, 1) != 1) _exit(2);
+  interrupts = 0;
+  kill(getpid(), SIGTERM);            /* lands here; stops the thread's frame */
+  sleep_ms(50);                       /* kicks meanwhile */
+  lg_signal_kick_stop();
+  if (interrupts != 1) _exit(3);
+  if (write(t.close_now[1], &c, 1) != 1) _exit(2);
+  sleep_ms(20);
+  lg_frame_begin_cleanup(&f);
+  lg_frame_close(&f);                 /* the last: the kick's signal given back */
+  if (write(t.unblock_now[1], &c, 1) != 1) _exit(2);
+  pthread_join(th, NULL);
+  sleep_ms(20);
+}
+
+static void test_no_kick_left_on_a_blocking_thread(void) {
+  check_in_child(no_kick_left_on_a_blocking_thread,
+                 "a stopped thread that blocks every signal: no kick left pending there");
 }
 
 /*
@@ -495,42 +506,34 @@ static void *install_then_take_kicks(void *arg) {
   return NULL;
 }
 
+static void last_close_waits_for_a_running_kick(void) {
+  kicked_installer t;
+  pthread_t th;
+  lg_frame f;
+  char c = 'c';
+  int waited;
+  memset(&t, 0, sizeof t);
+  if (pipe(t.armed) != 0 || pipe(t.close_now) != 0 || pipe(t.exit_now) != 0) _exit(2);
+  if (pthread_create(&th, NULL, install_then_take_kicks, &t) != 0) _exit(2);
+  if (read(t.armed[0], &c, 1) != 1) _exit(2);
+  lg_frame_arm(&f, count_interrupt, NULL);
+  if (lg_signal_kick_signal() == 0) _exit(3);
+  if (write(t.close_now[1], &c, 1) != 1 || read(t.armed[0], &c, 1) != 1) _exit(2);
+  slow_arm_tid = t.tid;
+  kill(getpid(), SIGTERM);            /* stops this frame: kicks from the installer's timer */
+  for (waited = 0; !slow_arm_inside && waited < 2000; waited++) sleep_ms(1);
+  if (!slow_arm_inside) _exit(4);     /* no kick is re-arming: nothing tested */
+  lg_frame_begin_cleanup(&f);
+  lg_frame_close(&f);                 /* the last, while the kick's handler runs */
+  slow_arm_tid = 0;
+  sleep_ms(150);                      /* past any timer left armed (64 ms at most) */
+  if (write(t.exit_now[1], &c, 1) != 1) _exit(2);
+  pthread_join(th, NULL);
+}
+
 static void test_last_close_waits_for_a_running_kick(void) {
-  pid_t child;
-  int status = -1;
-  set_disposition(SIGTERM, recording_handler);
-  child = test_fork_limited(10);
-  if (child == 0) {
-    kicked_installer t;
-    pthread_t th;
-    lg_frame f;
-    char c = 'c';
-    int waited;
-    memset(&t, 0, sizeof t);
-    if (pipe(t.armed) != 0 || pipe(t.close_now) != 0 || pipe(t.exit_now) != 0) _exit(2);
-    if (pthread_create(&th, NULL, install_then_take_kicks, &t) != 0) _exit(2);
-    if (read(t.armed[0], &c, 1) != 1) _exit(2);
-    lg_frame_arm(&f, count_interrupt, NULL);
-    if (lg_signal_kick_signal() == 0) _exit(3);
-    if (write(t.close_now[1], &c, 1) != 1 || read(t.armed[0], &c, 1) != 1) _exit(2);
-    slow_arm_tid = t.tid;
-    kill(getpid(), SIGTERM);            /* stops this frame: kicks from the installer's timer */
-    for (waited = 0; !slow_arm_inside && waited < 2000; waited++) sleep_ms(1);
-    if (!slow_arm_inside) _exit(4);     /* no kick is re-arming: nothing tested */     /* no kick is re-arming: nothing tested */
-    lg_frame_begin_cleanup(&f);
-    lg_frame_close(&f);                 /* the last, while the kick's handler runs */
-    slow_arm_tid = 0;
-    sleep_ms(150);                      /* past any timer left armed (64 ms at most) */
-    if (write(t.exit_now[1], &c, 1) != 1) _exit(2);
-    pthread_join(th, NULL);
-    _exit(0);
-  }
-  waitpid(child, &status, 0);
-  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-        "the last close while the kick's handler re-arms on another thread: it waits, nothing fires after");
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    printf("#   the child: %s %d\n", WIFSIGNALED(status) ? "killed by signal" : "exit status",
-           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  check_in_child(last_close_waits_for_a_running_kick,
+                 "the last close while the kick's handler re-arms on another thread: it waits, nothing fires after");
 }
 
 /* Without a timer: no SA_RESTART in the body, switched on for cleanups; a
