@@ -148,18 +148,31 @@ describe("proc", function()
       assert.is_false(alive(tonumber(H.read(d .. "/grandchild"))))
     end)
 
-    it("SIGKILLs after grace a grandchild that ignores SIGTERM when the child itself died of it", function()
+    it("SIGKILLs after grace a grandchild that survives SIGTERM when the child itself died of it", function()
       -- the leader is reaped at once; its group still runs: that must be
-      -- seen (in /proc), and the group SIGKILLed after grace
+      -- seen (in /proc), and the group SIGKILLed after grace - with no
+      -- second SIGTERM on the way (the grandchild logs each one it gets)
       local d = H.tmpdir()
       local r = lua([[
-        local r = proc.run({"sh", "-c", "(trap '' TERM; exec sleep 30) & echo $! > " .. arg[1] .. "/grandchild; wait"},
-                           {timeout = 0.3, grace = 0.3})
+        local r = proc.run({"sh", "-c", "(trap 'echo TERM >> " .. arg[1] .. "/got' TERM; "
+                             .. "while :; do sleep 0.05; done) & echo $! > " .. arg[1] .. "/grandchild; wait"},
+                           {timeout = 0.3, grace = 0.5})
         print(r.timed_out, r.signal)
       ]], { d })
       assert.are.equal(0, r.status, r.stderr)
       assert.are.equal("true\t15\n", r.stdout)
+      assert.are.equal("TERM\n", H.read(d .. "/got"))
       assert.is_false(alive(tonumber(H.read(d .. "/grandchild"))))
+    end)
+
+    it("refuses a relative command too long to join to cwd (ENAMETOOLONG), not as not found", function()
+      local long = ("d/"):rep(2100) .. "x"     -- short components, 4201 bytes in all
+      local r = lua(([[
+        local ok, e = pcall(proc.run, {%q}, {cwd = "/tmp"})
+        print(ok, e.kind, e.errno)
+      ]]):format(long))
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("false\tOSError\t36\n", r.stdout)
     end)
 
     it("counts a zombie of the child's group as gone: the stop does not wait for its reaping", function()
