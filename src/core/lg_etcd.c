@@ -252,10 +252,10 @@ static int pool_take(conn *c, const lg_etcd_config *cfg, long *requests) {
 }
 
 /*
-** The pool goes with the code that made it: at exit, and when lease.so is
-** unloaded (lua_close under stock lua5.4 unloads C modules last), or its
-** connections would outlive every pointer to them. A forked child's copies
-** of its parent's connections are only forgotten.
+** The pool goes with the code that made it, at exit (lease.so is linked
+** -z nodelete: lua_close's dlclose leaves it, and its pool, for the next
+** state; see premake5.lua). A forked child's copies of its parent's
+** connections are only forgotten.
 */
 static void pool_drain(void) __attribute__((destructor));
 static void pool_drain(void) {
