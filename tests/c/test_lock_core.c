@@ -58,6 +58,24 @@ static long probe_holder(const char *p) {
 
 static int stop_now(void *ud) { (void)ud; return 1; }
 
+/*
+** The core's fstatat, through the linker (-Wl,--wrap=fstatat in
+** premake5.lua): while miss_fstatat is set, the next call says ENOENT, as
+** if the file appeared just after the look before opening it.
+*/
+int __real_fstatat(int dirfd, const char *name, struct stat *st, int flags);
+int __wrap_fstatat(int dirfd, const char *name, struct stat *st, int flags);
+static int miss_fstatat;
+
+int __wrap_fstatat(int dirfd, const char *name, struct stat *st, int flags) {
+  if (miss_fstatat) {
+    miss_fstatat = 0;
+    errno = ENOENT;
+    return -1;
+  }
+  return __real_fstatat(dirfd, name, st, flags);
+}
+
 static void test_basic(void) {
   lg_lock a;
   struct stat st;
@@ -88,6 +106,12 @@ static void test_in_process(void) {
   CHECK_INT(EWOULDBLOCK, errno, "as held elsewhere");
   CHECK_INT(getpid(), why.holder, "holder is this process");
   CHECK_INT(fds_before, test_count_fds(), "no descriptor left by the refusal");
+  miss_fstatat = 1;         /* the look before opening misses: found once opened */
+  errno = 0;
+  CHECK_INT(-1, lg_lock_acquire(&b, path, 0, NULL, NULL, &why),
+            "refused too when this process's own file is only recognised once opened");
+  CHECK(errno == EWOULDBLOCK && why.holder == getpid() && !lg_lock_is_held(&b), "as held here");
+  miss_fstatat = 0;
   CHECK_INT(-1, lg_lock_acquire(&b, path, 0.05, NULL, NULL, &why), "and after a wait");
   CHECK(why.waited >= 0.05, "it waited");
   CHECK(lg_lock_table_free(), "refusals leave the lock table free");
