@@ -619,12 +619,6 @@ int lg_lock_acquire_wait(lg_lock *lk, const char *path, const lg_lock_wait *w,
 ** cycle"); what is left is the window between that check and the unlink, in
 ** which only a process that deletes our held file by hand can act.
 */
-int lg_lock_table_free(void) {
-  if (pthread_mutex_trylock(&table_mutex) != 0) return 0;
-  pthread_mutex_unlock(&table_mutex);
-  return 1;
-}
-
 int lg_lock_release(lg_lock *lk, const char *path) {
   const char *base = strrchr(path, '/');
   int rc = 0, err = 0;
@@ -652,6 +646,12 @@ int lg_lock_release(lg_lock *lk, const char *path) {
   lk->dirfd = -1;
   if (rc != 0) errno = err;
   return rc;
+}
+
+int lg_lock_table_free(void) {
+  if (pthread_mutex_trylock(&table_mutex) != 0) return 0;
+  pthread_mutex_unlock(&table_mutex);
+  return 1;
 }
 
 

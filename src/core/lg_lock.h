@@ -94,7 +94,6 @@ int lg_lock_release(lg_lock *lk, const char *path);
 
 int lg_lock_is_held(const lg_lock *lk);
 
-
 #ifndef _WIN32
 /* Release every lock this process holds whose context is 'context' (a Lua
 ** state being closed). Returns how many were released. */

@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
     for (i = 0; i < 600 && lg_lease_alive(ls); i++) nap_ms(10);
     CHECK(i < 600, "the lease is dead by the holder's count while its thread oversleeps");
     CHECK(lg_lease_lost(ls), "and lost at once: alive() told no one else");
-    CHECK_INT(1, __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST), "the callback ran, from the caller's thread");
+    CHECK_INT(1, __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST), "the callback ran (called from the caller's check)");
     CHECK_INT(0, lg_lease_release(ls, &err), "a lost lease releases without a request");
     CHECK_INT(1, __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST), "the thread, awake again, calls it no more");
     lg_lease_free(ls);
