@@ -269,9 +269,25 @@ inline handler_close_nested(t) {
   close(3)
 }
 
+/* os.exit's next victim, in f: the newest open frame of mine, or NONE */
+inline sweep() {
+  f = NONE; best = 0;
+  for (k : lo .. hi - 1) {
+    if
+    :: used[k] && fstate[k] != CLOSED && stamp[k] >= best -> f = k; best = stamp[k]
+    :: else -> skip
+    fi
+  }
+  k = 0; best = 0; failed = 0
+}
+
+/* handler_close appears once (at "closing"): a close of the program's choice
+** and each close of os.exit's sweep go there. (Written twice, it made pan.c
+** twice as long, and gcc's time on it the longest job of the suite.) */
 proctype Thread(byte t; byte lo; byte hi) {
-  byte f, k, best, target, b, moved, victim;
-  bit stopped, last, orphan_hit, failed;
+  byte f, k, best, target, b, moved;
+  bit stopped, last, orphan_hit, failed, exiting;
+choose:
   do
   :: /* arm my next frame */
      (lo < hi && !used[lo]) || (lo + 1 < hi && !used[lo + 1]) ->
@@ -293,27 +309,10 @@ proctype Thread(byte t; byte lo; byte hi) {
      :: failed = 0
      :: failed = 1
      fi;
-     handler_close(f, t, failed);
-     f = 0; failed = 0; stopped = 0; last = 0; moved = 0
+     goto closing
   :: /* os.exit(n, true): open frames closed as on a normal exit, newest first */
-     do
-     :: skip;
-        d_step {
-          victim = NONE; best = 0;
-          for (k : lo .. hi - 1) {
-            if
-            :: used[k] && fstate[k] != CLOSED && stamp[k] >= best -> victim = k; best = stamp[k]
-            :: else -> skip
-            fi
-          }
-          k = 0; best = 0
-        };
-        if
-        :: victim == NONE -> break
-        :: else -> handler_close(victim, t, 0); stopped = 0; last = 0; moved = 0
-        fi
-     od;
-     break
+     d_step { exiting = 1; sweep() };
+     goto swept
   :: /* done: everything armed and closed */
      d_step {
        f = lo;
@@ -323,16 +322,29 @@ proctype Thread(byte t; byte lo; byte hi) {
        od
      };
      if
-     :: f == hi -> break
+     :: f == hi -> goto state_close
      :: else -> f = 0
      fi
   od;
+closing:
+  handler_close(f, t, failed);
+  if
+  :: d_step { exiting; stopped = 0; last = 0; moved = 0; sweep() }
+  :: !exiting -> f = 0; failed = 0; stopped = 0; last = 0; moved = 0; goto choose
+  fi;
+swept:
+  if
+  :: f == NONE -> f = 0; goto state_close
+  :: else -> goto closing
+  fi;
+state_close:
   /* the state closes: no frame of it may remain (the sentinel's sweep) */
   skip;
   d_step {
     for (k : lo .. hi - 1) { assert(fstate[k] == CLOSED) }
     state_closed[t] = 1;
-    threads_done++
+    threads_done++;
+    k = 0; f = 0; failed = 0; exiting = 0    /* how it got here is forgotten */
   }
 }
 
