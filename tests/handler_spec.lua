@@ -161,6 +161,20 @@ describe("cleanup guards", function()
     assert.are.equal("3 2 1 ", r.stdout, r.stderr)
   end)
 
+  it("hands a cleanup all its arguments, even more than Lua's stack has free (250)", function()
+    local r = host([[
+      local args = {}
+      for i = 1, 250 do args[i] = i end
+      local h <close> = ExitHandler(function(...)
+        local n, sum = select("#", ...), 0
+        for i = 1, n do sum = sum + select(i, ...) end
+        print(n, sum)
+      end, table.unpack(args))
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("250\t31375\n", r.stdout)
+  end)
+
   for name, number in pairs(SIG) do
     it("dies by SIG" .. name .. " (status " .. 128 + number .. ") after the cleanups", function()
       local d = H.tmpdir()

@@ -311,6 +311,42 @@ s.serve_forever()
     assert.are.equal(("false\tEtcdError\t200\t%s\tHTTP 200, not JSON\n"):format(url), r.stdout)
   end)
 
+  it("passes over an endpoint that takes no connection within a second (its SYNs unanswered)", function()
+    -- a listening socket whose accept queue is full: the kernel drops new
+    -- SYNs, so a connect there neither succeeds nor fails; only curl's
+    -- connect timeout (1 s) moves on, before the request's own limit (2 s)
+    local hole = H.spawn({ H.python, "-u", "-c", [[
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+port = s.getsockname()[1]
+fill = []
+for _ in range(4):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(("127.0.0.1", port))
+    except BlockingIOError: pass
+    fill.append(c)
+time.sleep(0.2)
+print("port", port, flush=True)
+time.sleep(60)
+]] })
+    local deadline = H.now() + 10
+    while not hole:stdout():find("port %d+") and H.now() < deadline do H.sleep(0.02) end
+    local port = hole:stdout():match("port (%d+)")
+    assert(port, "no port from the full listener: " .. hole:stderr())
+    local r = lua(([[
+      local gettime = require("system").gettime
+      local t0 = gettime()
+      local l <close> = lock.lease(%q, {endpoints = {"http://127.0.0.1:%s", %q}})
+      print(("%%.2f"):format(gettime() - t0))
+    ]]):format(name(), port, c.endpoints[1]), nil, { env = env() })
+    hole:abandon()
+    ok_or_show(r)
+    local took = tonumber(r.stdout:match("^([%d.]+)"))
+    -- at least the connect timeout (the full listener was tried first), and
+    -- well short of the request's 2 s (it was curl's 1 s that ended it)
+    assert.is_true(took ~= nil and took >= 0.95 and took < 1.75, r.stdout)
+  end)
+
   it("stays on the endpoint that answers: the next one in the list hears nothing", function()
     local server, url = not_etcd(503, "no")
     local r = lua(([[

@@ -365,6 +365,37 @@ static void test_forked_child_lockfile(const char *dir) {
   CHECK(access(path, F_OK) != 0, "the parent's close removed it");
 }
 
+/*
+** The core opened a second time in one state (luaopen_luaguard_core is public:
+** an embedder may call it again) keeps what was armed before: a handler left
+** armed in a suspended coroutine is still closed at the signal, its cleanup
+** run then (not left to a __gc that the signal's exit never reaches).
+*/
+static void test_core_opened_twice(void) {
+  lua_State *L = new_state();
+  terms = 0;
+  catch_term();
+  CHECK_STR("armed", run(L,
+    "OUT = {}\n"
+    "CO = coroutine.create(function()\n"
+    "  local h <close> = luaguard.ErrorHandler(function() OUT[#OUT + 1] = 'co' end)\n"
+    "  coroutine.yield()\n"
+    "end)\n"
+    "coroutine.resume(CO)\n"
+    "return 'armed'"), "opened twice: a handler armed in a coroutine left suspended");
+  luaL_requiref(L, "luaguard.core.again", luaopen_luaguard_core, 0);
+  lua_pop(L, 1);
+  kill(getpid(), SIGTERM);
+  CHECK_INT(0, terms, "opened twice: SIGTERM caught while that handler is armed");
+  CHECK_STR("went on", run(L, "local s = 0 for i = 1, 1000 do s = s + i end return 'went on'"),
+        "opened twice: the next chunk, in no guarded block, goes on (the stop was the coroutine's)");
+  CHECK_STR("co", run(L, "return table.concat(OUT, ',')"),
+        "opened twice: the suspended coroutine's cleanup ran at the stop");
+  CHECK_INT(1, terms, "opened twice: then the signal went on to the previous handler");
+  lua_close(L);
+  signal(SIGTERM, SIG_DFL);
+}
+
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
@@ -410,6 +441,7 @@ int main(void) {
   test_program_allocator_after_ours();
   test_forked_child_runs_no_cleanup(dir);
   test_forked_child_lockfile(dir);
+  test_core_opened_twice();
   rmdir(dir);
   return tap_done();
 }

@@ -702,6 +702,39 @@ static void test_record_overflow(void) {
   set_disposition(SIGHUP, SIG_DFL);
 }
 
+/* More signals land while the list is locked than the pending ring holds:
+** those past it are counted per signal, and the next unlock routes every one
+** of them, so none is left over to stop a frame armed later. */
+static void test_pending_ring_overflow(void) {
+  lg_frame f, later;
+  int list[LG_RECORD_LIST_MAX], i, n;
+  set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGHUP, recording_handler);
+  interrupts = 0;
+  lg_frame_arm(&f, count_interrupt, NULL);
+  lg_frames_lock();
+  for (i = 0; i < 70; i++) raise(SIGTERM);     /* the ring holds 64 */
+  for (i = 0; i < 3; i++) raise(SIGHUP);       /* past it too */
+  lg_frames_unlock();
+  CHECK(f.state == LG_FRAME_STOPPING, "ring overflow: the frame is stopping");
+  n = lg_record_list(&f.record, list);
+  CHECK(n >= 2 && list[0] == SIGTERM && list[n - 1] == SIGHUP,
+        "ring overflow: both signals recorded, SIGHUP (which came past the ring) included");
+  CHECK_INT(73, f.record.length, "ring overflow: every arrival routed at the unlock");
+  lg_frame_begin_cleanup(&f);
+  nseen = 0;
+  lg_frame_close(&f);
+  CHECK(nseen == n, "ring overflow: re-delivered at the close");
+  interrupts = 0;
+  lg_frame_arm(&later, count_interrupt, NULL);
+  lg_frames_lock();
+  lg_frames_unlock();
+  CHECK(interrupts == 0 && later.state == LG_FRAME_ARMED && later.record.length == 0,
+        "ring overflow: nothing is left over for a frame armed afterwards");
+  lg_frame_close(&later);
+  set_disposition(SIGHUP, SIG_DFL);
+}
+
 /* The oldest frame closes first: nothing is restored while the newer one is
 ** armed, and the record it passes on merges in arrival order. */
 static void test_out_of_order_close_merges_in_arrival_order(void) {
@@ -905,6 +938,7 @@ int main(void) {
   test_forked_child_own_frames();
   test_signal_while_the_list_is_locked();
   test_record_overflow();
+  test_pending_ring_overflow();
   test_out_of_order_close_merges_in_arrival_order();
   test_program_disposition_left_alone();
   test_frame_armed_by_cleanup_receives_nothing();
