@@ -624,6 +624,47 @@ describe("the guard's promise off the well-walked paths", function()
       end)
     end
 
+    it("a SIGINT handler a C module installs (SA_SIGINFO) during a line stays for the next lines", function()
+      -- lua.c's own Ctrl-C handler is SA_SIGINFO too: the prompt must tell
+      -- it from the module's, and leave the module's in place
+      local d = H.tmpdir()
+      H.write(d .. "/siginfo.c", [[
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <lua.h>
+static void on_int(int sig, siginfo_t *si, void *uc) {
+  static const char msg[] = "the module's handler\n";
+  (void)sig; (void)si; (void)uc;
+  if (write(2, msg, sizeof msg - 1) < 0) _exit(3);
+}
+static int install(lua_State *L) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_int;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  lua_pushboolean(L, sigaction(SIGINT, &sa, NULL) == 0);
+  return 1;
+}
+int luaopen_siginfo(lua_State *L);
+int luaopen_siginfo(lua_State *L) { lua_pushcfunction(L, install); return 1; }
+]])
+      local cc = H.run({ "gcc", "-std=c99", "-D_POSIX_C_SOURCE=200809L", "-shared", "-fPIC",
+                         "-I/usr/include/lua5.4", d .. "/siginfo.c", "-o", d .. "/siginfo.so" })
+      assert.are.equal(0, cc.status, cc.stderr)
+      local status, job = repl({ "-i" }, {
+        ("print('installed', package.loadlib(%q, 'luaopen_siginfo')()())"):format(d .. "/siginfo.so"),
+        SELF_TERM:gsub("TERM", "INT") .. "; print('line 2 went on')",
+        "os.exit(5)",
+      })
+      assert.are.equal(5, status, job:stderr())
+      assert.matches("\ninstalled\ttrue\n", job:stdout())
+      assert.matches("the module's handler\n", job:stderr())
+      assert.is_nil(job:stderr():find("interrupted!", 1, true))
+      assert.matches("\nline 2 went on\n", job:stdout())
+    end)
+
     it("a child left running by a line: SIGTERM at the prompt stops it before the cleanup runs", function()
       local d = H.tmpdir()
       local log = d .. "/log"
