@@ -347,6 +347,20 @@ time.sleep(60)
     assert.is_true(took ~= nil and took >= 0.95 and took < 1.75, r.stdout)
   end)
 
+  it("says so when an endpoint's authentication answers without a token", function()
+    local server, url = not_etcd(200, "{}")
+    local r = lua(([[
+      local ok, e = pcall(lock.lease, "x", {endpoints = {%q}, user = "u", password = "p", timeout = 0})
+      print(ok, e.kind, e.endpoint, e.message)
+    ]]):format(url), nil, { env = env() })
+    local heard = server:stdout()
+    server:abandon()
+    ok_or_show(r)
+    assert.are.equal(("false\tEtcdError\t%s\tauthentication gave no token\n"):format(url), r.stdout)
+    -- nothing was asked of it after the authentication
+    assert.are.equal("POST /v3/auth/authenticate\n", (heard:gsub("^port %d+\n", "")))
+  end)
+
   it("stays on the endpoint that answers: the next one in the list hears nothing", function()
     local server, url = not_etcd(503, "no")
     local r = lua(([[
