@@ -343,8 +343,10 @@ time.sleep(60)
     ok_or_show(r)
     local took = tonumber(r.stdout:match("^([%d.]+)"))
     -- at least the connect timeout (the full listener was tried first), and
-    -- well short of the request's 2 s (it was curl's 1 s that ended it)
-    assert.is_true(took ~= nil and took >= 0.95 and took < 1.75, r.stdout)
+    -- well short of the request's 2 s (it was curl's 1 s that ended it);
+    -- under memcheck the rest is too slow to tell the two apart
+    local most = H.valgrind_logs and 30 or 1.75
+    assert.is_true(took ~= nil and took >= 0.95 and took < most, r.stdout)
   end)
 
   it("says so when an endpoint's authentication answers without a token", function()
