@@ -66,7 +66,9 @@ typedef struct spawn_request {
   double timeout;           /* run only; HUGE_VAL: none */
   double grace;
   int check;
-  int argv_idx, env_idx;    /* stack: the argv and envp arrays (userdata) */
+  int argv_idx;             /* stack: the argv array (userdata); the envp
+                            ** array stays on the stack above it, o.envp's
+                            ** anchor */
 } spawn_request;
 
 /* argv at idx: a table of strings. Pushes a NULL-ended char *[] (a userdata
@@ -210,9 +212,8 @@ static void check_request(lua_State *L, spawn_request *r, int for_run) {
   check_argv(L, 1);
   r->argv_idx = lua_gettop(L);
   if (lua_isnoneornil(L, opts)) {
+    lua_pushnil(L);         /* (the same stack as with opts) */
     lua_pushnil(L);
-    lua_pushnil(L);
-    r->env_idx = lua_gettop(L);
     return;
   }
   luaL_checktype(L, opts, LUA_TTABLE);
@@ -243,7 +244,6 @@ static void check_request(lua_State *L, spawn_request *r, int for_run) {
   r->o.terminal = lua_toboolean(L, -1);
   lua_pop(L, 2);
   r->o.envp = build_env(L, opts);
-  r->env_idx = lua_gettop(L);
 }
 
 
