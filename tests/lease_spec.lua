@@ -833,7 +833,10 @@ describe("lock.lease over TLS", function()
     local r = H.run({ "sh", "-c", sh })
     assert(r.status == 0, r.stderr)
     c = C.start { members = 1, scheme = { "https" }, cacert = d .. "/ca.pem",
-                  extra = { { "--cert-file", d .. "/server.pem", "--key-file", d .. "/server.key" } } }
+                  -- (auth tokens unused for 2 s expire: a connection idle
+                  -- that long must authenticate again, see the auth test)
+                  extra = { { "--cert-file", d .. "/server.pem", "--key-file", d .. "/server.key",
+                              "--auth-token-ttl", "2" } } }
   end)
   teardown(function()
     if c then c:stop() end
@@ -879,6 +882,9 @@ describe("lock.lease over TLS", function()
       local l <close> = lock.lease("auth", {endpoints = {ep}, cacert = ca, user = "locker",
                                              password = "lockpw", ttl = 3})
       nap(3.5)                          -- past the ttl: the thread's renewals authenticate too
+      -- and past the token's 2 s: check() and release() on the caller's
+      -- connection, idle since the acquire, get "invalid auth token" and
+      -- authenticate again
       print(tostring(l), l:check())
       l:release()
       print("wrong password:", try({user = "locker", password = "nope"}))
