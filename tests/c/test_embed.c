@@ -55,6 +55,15 @@ static lua_State *new_state(void) {
   return L;
 }
 
+/* A state, with SIGTERM caught by count_term from a count of 0: where a
+** signal goes once the state's handlers let it go. */
+static lua_State *new_state_counting_terms(void) {
+  lua_State *L = new_state();
+  terms = 0;
+  catch_term();
+  return L;
+}
+
 /*
 ** lua_close finalizes every object, but what a finalizer makes during the
 ** close is freed without __gc. A global ExitHandler's cleanup, run by that
@@ -232,9 +241,7 @@ static void test_thread_read_cut_short(void) {
 /* A SignalExit caught outside its guard holds no reference of ours: after
 ** the handler closed, collectgarbage() frees it. */
 static void test_caught_signal_exit_is_freed(void) {
-  lua_State *L = new_state();
-  terms = 0;
-  catch_term();
+  lua_State *L = new_state_counting_terms();
   CHECK_STR("SignalExitSignalExitSignalExit 0", run(L,
     "local weak = setmetatable({}, { __mode = 'v' })\n"
     "for i = 1, 3 do\n"
@@ -271,9 +278,7 @@ static void *their_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 static void test_program_allocator_after_ours(void) {
-  lua_State *L = new_state();
-  terms = 0;
-  catch_term();
+  lua_State *L = new_state_counting_terms();
   run(L, "local h = luaguard.ExitHandler() h:close()");   /* luaguard's allocator is in */
   their_base = lua_getallocf(L, &their_base_ud);
   lua_setallocf(L, their_alloc, NULL);
@@ -372,9 +377,7 @@ static void test_forked_child_lockfile(const char *dir) {
 ** run then (not left to a __gc that the signal's exit never reaches).
 */
 static void test_core_opened_twice(void) {
-  lua_State *L = new_state();
-  terms = 0;
-  catch_term();
+  lua_State *L = new_state_counting_terms();
   CHECK_STR("armed", run(L,
     "OUT = {}\n"
     "CO = coroutine.create(function()\n"
