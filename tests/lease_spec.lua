@@ -882,9 +882,9 @@ describe("lock.lease over TLS", function()
       local l <close> = lock.lease("auth", {endpoints = {ep}, cacert = ca, user = "locker",
                                              password = "lockpw", ttl = 3})
       nap(3.5)                          -- past the ttl: the thread's renewals authenticate too
-      -- and past the token's 2 s: check() and release() on the caller's
-      -- connection, idle since the acquire, get "invalid auth token" and
-      -- authenticate again
+      -- and past the token's 2 s: the kept connections the tries below
+      -- reuse, idle that long, get "invalid auth token" and authenticate
+      -- again (without that, "no permission" gets the token's error)
       print(tostring(l), l:check())
       l:release()
       print("wrong password:", try({user = "locker", password = "nope"}))
