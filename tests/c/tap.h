@@ -6,10 +6,15 @@
 #ifndef TAP_H
 #define TAP_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
-static int tap_count, tap_failed;
+static volatile sig_atomic_t tap_count;   /* read by the deadline's handler */
+static int tap_failed;
+static pid_t tap_pid;
+static volatile sig_atomic_t tap_deadline_s;
 
 #define CHECK(cond, what) tap_check((cond), (what), #cond, __FILE__, __LINE__)
 #define CHECK_INT(expected, actual, what) \
@@ -55,6 +60,48 @@ static inline int tap_check_str(const char *expected, const char *actual, const 
   }
   fflush(stdout);
   return ok;
+}
+
+/*
+** The deadline's SIGALRM, in the test's own process: a "not ok" line naming
+** the last check that passed (write(2) only: a signal handler), then death
+** by SIGALRM, so a hung test is a failure with a message, not a hung suite.
+** A forked child that set an alarm of its own just dies by it.
+*/
+static inline void tap_on_deadline(int sig) {
+  char line[128], digits[12];
+  size_t len = 0, k;
+  long parts[2];
+  const char *text[3] = {"not ok - not done within ", " s (SIGALRM): hung after check ", "\n"};
+  int i;
+  parts[0] = tap_deadline_s;
+  parts[1] = tap_count;
+  if (getpid() == tap_pid) {
+    for (i = 0; i < 3; i++) {
+      for (k = 0; text[i][k] != '\0'; k++) line[len++] = text[i][k];
+      if (i < 2) {
+        long v = parts[i];
+        size_t nd = 0;
+        do { digits[nd++] = (char)('0' + v % 10); v /= 10; } while (v > 0 && nd < sizeof digits);
+        while (nd > 0) line[len++] = digits[--nd];
+      }
+    }
+    if (write(1, line, len) < 0) {}
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+/* A test that waits forever fails after 'seconds' instead of hanging the suite. */
+static inline void tap_deadline(unsigned seconds) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = tap_on_deadline;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGALRM, &sa, NULL);
+  tap_pid = getpid();
+  tap_deadline_s = (sig_atomic_t)seconds;
+  alarm(seconds);
 }
 
 static inline int tap_done(void) {

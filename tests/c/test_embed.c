@@ -402,7 +402,7 @@ static void test_core_opened_twice(void) {
 int main(void) {
   char dir[] = "/tmp/lg_embed.XXXXXX", code[1024];
   lua_State *L = luaL_newstate();
-  alarm(30);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
+  tap_deadline(30);
   setenv("LUA_PATH", "/nonexistent/?.lua", 1);     /* prove no file is needed */
   setenv("LUA_CPATH", "/nonexistent/?.so", 1);
   luaL_openlibs(L);

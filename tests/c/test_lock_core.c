@@ -296,6 +296,32 @@ static int note_waiting(void *ud, pid_t holder, double waited) {
   return log->answer;
 }
 
+/* note_waiting, after blocking every real-time signal (the borrowed one
+** included) on this thread, as a program's 'waiting' may. */
+static int block_rt_and_note(void *ud, pid_t holder, double waited) {
+  sigset_t rt;
+  int sig;
+  sigemptyset(&rt);
+  for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaddset(&rt, sig);
+  pthread_sigmask(SIG_BLOCK, &rt, NULL);
+  return note_waiting(ud, holder, waited);
+}
+
+/* Real-time signals pending on this thread, taken so none meets SIG_DFL. */
+static int take_pending_rt(void) {
+  sigset_t pending, one;
+  struct timespec none = {0, 0};
+  int sig, n = 0;
+  if (sigpending(&pending) != 0) return -1;
+  for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+    if (sigismember(&pending, sig)) {
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      while (sigtimedwait(&one, NULL, &none) == sig) n++;
+    }
+  return n;
+}
+
 static volatile sig_atomic_t program_rt_calls, usr1_seen;
 static void program_rt_handler(int sig) { (void)sig; program_rt_calls++; }
 static void on_usr1(int sig) { (void)sig; usr1_seen = 1; }
@@ -370,12 +396,20 @@ static void test_kernel_wait(void) {
   {
     sigset_t rt, old;
     int sig;
+    struct timespec cpu0, cpu1;
+    double cpu;
     sigemptyset(&rt);
     for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaddset(&rt, sig);
     pthread_sigmask(SIG_BLOCK, &rt, &old);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     t0 = test_now();
-    CHECK_INT(-1, lg_lock_acquire(&a, path, 0.15, NULL, NULL, &why), "signals blocked: the wait still times out");
+    CHECK_INT(-1, lg_lock_acquire(&a, path, 0.3, NULL, NULL, &why), "signals blocked: the wait still times out");
     CHECK(test_now() - t0 < 1.5, "signals blocked: on time");
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+    cpu = (double)(cpu1.tv_sec - cpu0.tv_sec) + (double)(cpu1.tv_nsec - cpu0.tv_nsec) / 1e9;
+    /* naps of 0.5 ms doubling to 4 ms: about 80 tries, 2-6 ms of CPU here; a
+    ** loop whose naps are 0 (nanosleep's slack only) takes 70-90 ms */
+    CHECK(cpu < 0.03, "signals blocked: the poll naps (CPU time a tenth of the wait's at most)");
     pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
 
@@ -405,11 +439,22 @@ static void test_kernel_wait(void) {
     sigaction(SIGUSR1, &saved, NULL);
   }
 
-  /* woken by the unlock: the holder releases 0.3 s after 'go' */
+  /* woken by the unlock: the holder releases 0.3 s after 'go'. The 'waiting'
+  ** call blocks the real-time signals: the timer's ticks from then on stay
+  ** pending, and the wait must take them before it gives its signal back
+  ** (kernels before 6.13 keep a deleted timer's queued expiry; later ones
+  ** drop it, and this check then only sees a timer left running) */
   memset(&log, 0, sizeof log);
+  w.waiting = block_rt_and_note;
   t0 = test_now();
   if (write(h.go[1], "g", 1) != 1) return;
-  CHECK_INT(0, lg_lock_acquire_wait(&a, path, &w, &why), "kernel wait: acquired when the holder releases");
+  {
+    sigset_t old;
+    pthread_sigmask(SIG_BLOCK, NULL, &old);
+    CHECK_INT(0, lg_lock_acquire_wait(&a, path, &w, &why), "kernel wait: acquired when the holder releases");
+    CHECK_INT(0, take_pending_rt(), "kernel wait: no timer expiry left pending where 'waiting' blocked it");
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
   CHECK(test_now() - t0 >= 0.3 && test_now() - t0 < 5, "kernel wait: after the holder's release");
   CHECK_INT(1, log.calls, "kernel wait: 'waiting' called once on the way");
   CHECK(exists(path) && probe_holder(path) == getpid(), "kernel wait: the path names the file we hold");
@@ -537,7 +582,7 @@ static void test_exit_release(void) {
 
 int main(void) {
   char tmpl[] = "/tmp/lg_lock_test.XXXXXX";
-  alarm(30);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
+  tap_deadline(30);
   if (mkdtemp(tmpl) == NULL) return 2;
   snprintf(dir, sizeof dir, "%s", tmpl);
   snprintf(path, sizeof path, "%s/.certbot.lock", dir);

@@ -702,6 +702,32 @@ static void test_record_overflow(void) {
   set_disposition(SIGHUP, SIG_DFL);
 }
 
+/* A record past its array closes out of order: what it kept goes on with its
+** arrival numbers, so in the frame it merges into an earlier arrival stays
+** first (the array's last slot must not spill into the numbers). */
+static void test_overflowed_record_merges_in_arrival_order(void) {
+  lg_frame older, newer;
+  int list[LG_RECORD_LIST_MAX], i, n;
+  set_disposition(SIGTERM, recording_handler);
+  set_disposition(SIGHUP, recording_handler);
+  lg_frame_arm(&older, count_interrupt, NULL);
+  lg_frame_arm(&newer, count_interrupt, NULL);
+  kill(getpid(), SIGHUP);                 /* to the newest: newer */
+  lg_frame_begin_cleanup(&older);         /* deferred to older from now */
+  for (i = 0; i < LG_RECORD_ORDER_MAX + 6; i++) kill(getpid(), SIGTERM);
+  CHECK_INT(LG_RECORD_ORDER_MAX + 6, older.record.length, "overflowed record: every arrival counted");
+  lg_frame_close(&older);
+  n = lg_record_list(&newer.record, list);
+  CHECK(n >= 2 && list[0] == SIGHUP && list[1] == SIGTERM,
+        "overflowed record: merged after the earlier SIGHUP, in arrival order");
+  lg_frame_begin_cleanup(&newer);
+  nseen = 0;
+  lg_frame_close(&newer);
+  CHECK(nseen == n && seen[0] == SIGHUP && seen[1] == SIGTERM,
+        "overflowed record: re-delivered in arrival order");
+  set_disposition(SIGHUP, SIG_DFL);
+}
+
 /* More signals land while the list is locked than the pending ring holds:
 ** those past it are counted per signal, and the next unlock routes every one
 ** of them, so none is left over to stop a frame armed later. */
@@ -919,7 +945,7 @@ static void test_stop_for_a_group_does_not_kick_a_cleanup(void) {
 }
 
 int main(void) {
-  alarm(30);    /* a test that waits forever fails (SIGALRM) instead of hanging the suite */
+  tap_deadline(30);
   test_arm_and_restore();
   test_record_and_interrupt();
   test_arrival_order_not_signal_order();
@@ -938,6 +964,7 @@ int main(void) {
   test_forked_child_own_frames();
   test_signal_while_the_list_is_locked();
   test_record_overflow();
+  test_overflowed_record_merges_in_arrival_order();
   test_pending_ring_overflow();
   test_out_of_order_close_merges_in_arrival_order();
   test_program_disposition_left_alone();
