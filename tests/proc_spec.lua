@@ -109,6 +109,12 @@ describe("proc", function()
         print(proc.run({"cat"}, {stdin = "fed\n", stdout = "capture"}).stdout ==  "fed\n")
         print(proc.run({"sh", "-c", "echo \"[$A][$B][$HOME]\""}, {env = {A = "1", PATH = os.getenv("PATH")}, stdout = "capture"}).stdout)
         print(proc.run({"sh", "-c", "echo \"[$A][$B][${HOME:+home}]\""}, {env_add = {B = "2"}, stdout = "capture"}).stdout)
+        -- env_add replaces an inherited variable: one HOME= in the child's environment
+        local homes = {}
+        for l in proc.run({"env"}, {env_add = {HOME = "/over"}, stdout = "capture"}).stdout:gmatch("[^\n]+") do
+          homes[#homes + 1] = l:match("^HOME=(.*)")
+        end
+        print(#homes, homes[1])
         print(proc.run({"pwd"}, {cwd = arg[1], stdout = "capture"}).stdout)
         print(proc.run({"cat"}, {stdin = "null", stdout = "capture"}).stdout == "")
         print(proc.run({"sh", "-c", "echo x; echo y >&2"}, {stdout = "capture", stderr = "stdout"}).stdout)
@@ -117,7 +123,7 @@ describe("proc", function()
         print(proc.run({"head", "-c", "1"}, {stdin = ("y"):rep(1000000), stdout = "null"}).status)
       ]], { d })
       assert.are.equal(0, r.status, r.stderr)
-      assert.are.equal(table.concat({ "true", "[1][][]", "", "[][2][home]", "", d, "", "true", "x\ny",
+      assert.are.equal(table.concat({ "true", "[1][][]", "", "[][2][home]", "", "1\t/over", d, "", "true", "x\ny",
                                       "", "nil", "0", "" }, "\n"), r.stdout)
     end)
 
@@ -617,10 +623,14 @@ with open(log, "a") as f: f.write("child-exit\n")
       assert.are.equal("outer cleanup: the cleanup's child runs:\ttrue\n", r.stdout)
     end)
 
-    it("stops a spawned child left running when the script calls os.exit", function()
+    it("stops a spawned child left running when the script calls os.exit, newer ones closed meanwhile", function()
+      -- three newer children closed in the middle, newest, oldest order: each
+      -- leaves the process-wide list whole, so the exit still reaches p
       local d = H.tmpdir()
       local r = lua([[
         local p = proc.spawn({"sh", "-c", arg[2], "trapper", arg[1] .. "/log", arg[1] .. "/ready"})
+        local q1, q2, q3 = proc.spawn({"true"}), proc.spawn({"true"}), proc.spawn({"true"})
+        for _, q in ipairs({q2, q3, q1}) do local closing <close> = q; q:wait() end
         while not exists(arg[1] .. "/ready") do nap(0.01) end
         os.exit(3)
       ]], { d, TRAPPER })
