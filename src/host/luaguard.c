@@ -142,11 +142,11 @@ static int set_repl_sigint(struct sigaction *before) {
 }
 
 /* After the line: unless the line put a disposition of its own in (a handler
-** it armed has SIGINT now, and the prompt must leave it so). */
+** it armed has SIGINT now, and the prompt must leave it so). Only ours is
+** replaced: 'before' is SIG_DFL, so SIG_DFL now (a Ctrl-C reset it) stays. */
 static void put_back_repl_sigint(const struct sigaction *before) {
   struct sigaction now;
-  if (sigaction(SIGINT, NULL, &now) == 0 &&
-      (is_repl_sigint(&now) || (now.sa_handler == SIG_DFL && !(now.sa_flags & SA_SIGINFO))))
+  if (sigaction(SIGINT, NULL, &now) == 0 && is_repl_sigint(&now))
     sigaction(SIGINT, before, NULL);
 }
 
