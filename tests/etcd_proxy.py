@@ -1,10 +1,12 @@
-# tests/etcd_proxy.py TARGET_PORT — a TCP proxy on loopback in front of one
-# etcd member, for a test that needs a reply late: it prints "listening PORT",
-# then forwards both ways until told, on stdin, "hold SECONDS". From then the
-# first reply from etcd (what arrives within 50 ms of its first byte) is
-# passed on SECONDS after it arrived, and after that nothing more goes either
-# way (the member is as good as gone); it prints "held T" with T the time
-# (CLOCK_MONOTONIC, seconds) the reply arrived. Ends at end of input.
+# tests/etcd_proxy.py TARGET_PORT [DELAY] — a TCP proxy on loopback in front of
+# one etcd member, for a test that needs a reply late: it prints "listening
+# PORT", then forwards both ways until told, on stdin, "hold SECONDS". From
+# then the first reply from etcd (what arrives within 50 ms of its first byte)
+# is passed on SECONDS after it arrived, and after that nothing more goes
+# either way (the member is as good as gone); it prints "held T" with T the
+# time (CLOCK_MONOTONIC, seconds) the reply arrived. With DELAY, each
+# connection's first reply is passed on DELAY seconds late (over TLS: the
+# server's hello, a slow handshake). Ends at end of input.
 import select
 import socket
 import sys
@@ -12,6 +14,7 @@ import threading
 import time
 
 target = ("127.0.0.1", int(sys.argv[1]))
+first_delay_s = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 mode = "forward"            # then "hold", then "gone"
 lock = threading.Lock()
 
@@ -23,10 +26,14 @@ def say(line):
 
 def to_client(server, client):
     global mode
+    first = True
     while True:
         data = server.recv(65536)
         if not data:
             break
+        if first and first_delay_s > 0:
+            time.sleep(first_delay_s)
+        first = False
         with lock:
             current = mode
             if current == "hold":

@@ -858,6 +858,36 @@ describe("lock.lease over TLS", function()
     assert.matches("EtcdError: " .. c.endpoints[1]:gsub("%p", "%%%0") .. ": .*certificate", r.stdout)
   end)
 
+  it("waits 2 s for a slow TLS handshake at the last endpoint left, 1 s where another is left", function()
+    -- a proxy passes each connection's first reply (the server's hello) on
+    -- 1.4 s late: alone, the endpoint is used; listed first, before the
+    -- member itself, it is passed over after a second
+    local d2 = H.tmpdir()
+    os.execute("mkfifo " .. H.quote(d2 .. "/ctl"))
+    local proxy = H.spawn({ H.python, H.root .. "/tests/etcd_proxy.py",
+                            c.members[1].client:match(":(%d+)$"), "1.4" }, { stdin = d2 .. "/ctl" })
+    local ctl = assert(io.open(d2 .. "/ctl", "w"))
+    local deadline = H.now() + 10
+    while not proxy:stdout():find("listening %d+") and H.now() < deadline do H.sleep(0.02) end
+    local port = assert(proxy:stdout():match("listening (%d+)"), proxy:stderr())
+    local r = H.run_prelude(([[
+      local slow, ca = "https://127.0.0.1:%s", %q
+      local t0 = io.open("/proc/uptime"):read("n")
+      local l = lock.lease("slow-tls", {endpoints = {slow}, cacert = ca})
+      local t1 = io.open("/proc/uptime"):read("n")
+      print(tostring(l), t1 - t0 >= 1.4)
+      l:release()
+      local l2 = lock.lease("slow-tls", {endpoints = {slow, %q}, cacert = ca})
+      local t2 = io.open("/proc/uptime"):read("n")
+      print(tostring(l2), t2 - t1 >= 0.95 and t2 - t1 < 1.4)
+      l2:release()
+    ]]):format(port, d .. "/ca.pem", c.endpoints[1]))
+    ctl:close()
+    proxy:wait(10)
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("^LeaseLock%(slow%-tls%) <acquired %d+>\ttrue\nLeaseLock%(slow%-tls%) <acquired %d+>\ttrue\n$", r.stdout)
+  end)
+
   -- (last here: it turns authentication on for this cluster)
   it("authenticates with user and password: a user with a role on the prefix locks, others get EtcdError", function()
     for _, args in ipairs({

@@ -53,6 +53,8 @@
 
 #define POLL_MS 50                /* longest wait between interrupt checks */
 #define ATTEMPT_S 2.0             /* one request on one endpoint, besides lock/lock */
+#define CONNECT_NEXT_MS 1000L     /* a connection (TCP and TLS) with endpoints left */
+#define CONNECT_LAST_MS 2000L     /* ... to the last one left: etcdctl's dial timeout */
 #define RETRY_S 0.1               /* a failed renewal is tried again this soon */
 #define LOCK_MIN_S 0.25           /* a lock/lock request's least time */
 
@@ -312,13 +314,14 @@ static int is_connection_error(CURLcode rc) {
 }
 
 /*
-** One request to one endpoint, until 'deadline', asking 'interrupted' at least
-** every POLL_MS. POST_OK with *rc curl's result and *status the HTTP status,
+** One request to one endpoint, until 'deadline', connecting (TCP and TLS) for
+** at most connect_ms, asking 'interrupted' at least every POLL_MS. POST_OK with *rc curl's result and *status the HTTP status,
 ** or POST_TIMEOUT / POST_INTERRUPTED (the transfer abandoned: its connection
 ** closed).
 */
 static int perform(conn *c, const char *url, const char *json, struct curl_slist *headers,
-                   double deadline, const lg_lease_wait *w, CURLcode *rc, long *status) {
+                   long connect_ms, double deadline, const lg_lease_wait *w, CURLcode *rc,
+                   long *status) {
   CURL *e = c->easy;
   int result = POST_OK, running = 1;
   CURLMsg *msg;
@@ -331,7 +334,7 @@ static int perform(conn *c, const char *url, const char *json, struct curl_slist
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);        /* no SIGALRM of curl's */
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
   curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);      /* ours: the loop below */
   if (c->cfg->cacert != NULL) curl_easy_setopt(e, CURLOPT_CAINFO, c->cfg->cacert);
@@ -424,7 +427,12 @@ static int post(conn *c, const char *path, cJSON *request, cJSON **reply, double
       headers = curl_slist_append(headers, auth);
     }
     snprintf(url, sizeof url, "%s%s", endpoint, path);
-    r = perform(c, url, json, headers, until < deadline ? until : deadline, w, &rc, &status);
+    /* curl's connect time covers the TLS handshake: a silent member is
+    ** passed over in a second, but the last one left gets etcdctl's 2 s (a
+    ** slow handshake there is no reason to give up: nothing else is left) */
+    r = perform(c, url, json, headers,
+                tried + 1 < c->cfg->nendpoints ? CONNECT_NEXT_MS : CONNECT_LAST_MS,
+                until < deadline ? until : deadline, w, &rc, &status);
     curl_slist_free_all(headers);
     if (r == POST_INTERRUPTED || (r == POST_TIMEOUT && now_s() >= deadline)) {
       result = r;
