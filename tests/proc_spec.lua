@@ -409,9 +409,22 @@ describe("proc", function()
         end
         print("closed", tostring(kept) == ("Process(%d sh) <killed SIGKILL>"):format(kept:pid()),
               kept:kill(), kept:wait().signal)
+        -- its pipes go with it: one whose stdin is still being fed, too
+        local function fds()
+          local n = 0
+          for name in require("lfs").dir("/proc/self/fd") do if name:match("^%d+$") then n = n + 1 end end
+          return n
+        end
+        local before = fds()
+        do
+          local q <close> = proc.spawn({"sleep", "5"}, {stdin = ("x"):rep(1000000), stdout = "capture",
+                                                      stderr = "capture"})
+          q:wait(0.05)
+        end
+        print("descriptors left", fds() - before)
       ]], { d })
       assert.are.equal(0, r.status, r.stderr)
-      assert.are.equal("closed\ttrue\tfalse\t9\n", r.stdout)
+      assert.are.equal("closed\ttrue\tfalse\t9\ndescriptors left\t0\n", r.stdout)
       for pid in H.read(d .. "/pid"):gmatch("%d+") do
         assert.is_false(alive(tonumber(pid)), "process " .. pid .. " left running")
       end
