@@ -86,15 +86,21 @@ describe("lock.lease", function()
     assert.is_true(H.exists(d .. "/etcdctl_got"))
   end)
 
-  it("gives up at its timeout with a LockError and leaves no waiter's key", function()
+  it("gives up at its timeout with a LockError and leaves no waiter's key, nor its thread", function()
     local nm = name()
     local d = H.tmpdir()
     local job = c:hold(nm, d)
     local r = lua(([[
-      local t0 = os.time()
-      local ok, e = pcall(lock.lease, %q, {timeout = 0.5})
+      collectgarbage("stop")   -- the failed LeaseLock stays uncollected: its thread must be gone anyway
+      local ok, e = pcall(lock.lease, %q, {timeout = 0.5, ttl = 2})
       assert(not ok and e.kind == "LockError", tostring(e))
       assert(e.waited >= 0.5 and e.waited < 3, e.waited)
+      nap(0.3)        -- past ttl/3 (0.67 s): a keep-alive thread left running renews now
+      local threads = 0
+      for t in require("lfs").dir("/proc/self/task") do
+        if t:match("^%%d+$") then threads = threads + 1 end
+      end
+      assert(threads == 1, threads .. " threads after the failed attempt")
     ]]):format(nm), nil, { env = env() })
     ok_or_show(r)
     assert.are.equal(1, #c:keys("luaguard/lock/" .. nm), "only the holder's key is left")
