@@ -251,6 +251,27 @@ describe("lock.lease", function()
     ok_or_show(r)
   end)
 
+  it("keeps a released lease's connection for the next lease of the same endpoints (strace counts connects)", function()
+    -- three leases one after the other: the caller's connection is opened
+    -- once and kept (the keep-alive threads, which first renew at ttl/3,
+    -- connect to nothing in that time)
+    local port = c.endpoints[1]:match(":(%d+)$")
+    local trace = H.tmpdir() .. "/trace"
+    local nm = name()
+    local r = H.run({ "strace", "-f", "-e", "trace=connect", "-o", trace, H.host, "-e", ([[
+      for i = 1, 3 do lock.lease(%q, {endpoints = {%q}}):release() end
+    ]]):format(nm, c.endpoints[1]) }, { bare = true, env = env({   -- (LeakSanitizer cannot run traced)
+      ASAN_OPTIONS = os.getenv("ASAN_OPTIONS") and os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0" or false }) })
+    assert.are.equal(0, r.status, r.stderr)
+    local connects = 0
+    for line in io.lines(trace) do
+      if line:find("connect(", 1, true) and line:find("htons(" .. port .. ")", 1, true) then
+        connects = connects + 1
+      end
+    end
+    assert.are.equal(1, connects, "connects to the endpoint for three leases")
+  end)
+
   it("tries the endpoints in turn: one that cannot be reached is passed over", function()
     local nm = name()
     local r = lua(([[
