@@ -173,6 +173,10 @@ describe("lock.lease", function()
       print("lost", not l:is_locked(), ok)
       -- the error names what was lost (SPEC: LeaseLost {name, key, token})
       print(e.kind, e.name, e.token == first, e.key:find("^luaguard/lock/" .. e.name .. "/") ~= nil)
+      -- token() and key() need the lease alive too: the same error
+      local okt, et = pcall(l.token, l)
+      local okk, ek = pcall(l.key, l)
+      print("token", okt, et == e, "key", okk, ek == e)
       l:acquire()
       print("again", l:is_locked(), l:token() > first)
       l:release()
@@ -184,8 +188,8 @@ describe("lock.lease", function()
     assert.are.equal(0, job:wait(20), job:stderr())
     assert.is_true(lost - revoked < 2.8, ("is_locked() false %.2f s after the revoke: not at the next renewal")
       :format(lost - revoked))
-    assert.are.equal("lost\ttrue\tfalse\nLeaseLost\t" .. nm .. "\ttrue\ttrue\nagain\ttrue\ttrue\n",
-                     job:stdout())
+    assert.are.equal("lost\ttrue\tfalse\nLeaseLost\t" .. nm .. "\ttrue\ttrue\n"
+                     .. "token\tfalse\ttrue\tkey\tfalse\ttrue\nagain\ttrue\ttrue\n", job:stdout())
     assert.are.same({}, c:keys("luaguard/lock/" .. nm))
   end)
 
