@@ -13,8 +13,6 @@
 
 static volatile sig_atomic_t tap_count;   /* read by the deadline's handler */
 static int tap_failed;
-static pid_t tap_pid;
-static volatile sig_atomic_t tap_deadline_s;
 
 #define CHECK(cond, what) tap_check((cond), (what), #cond, __FILE__, __LINE__)
 #define CHECK_INT(expected, actual, what) \
@@ -62,6 +60,10 @@ static inline int tap_check_str(const char *expected, const char *actual, const 
   return ok;
 }
 
+#ifndef _WIN32
+static pid_t tap_pid;
+static volatile sig_atomic_t tap_deadline_s;
+
 /*
 ** The deadline's SIGALRM, in the test's own process: a "not ok" line naming
 ** the last check that passed (write(2) only: a signal handler), then death
@@ -103,6 +105,7 @@ static inline void tap_deadline(unsigned seconds) {
   tap_deadline_s = (sig_atomic_t)seconds;
   alarm(seconds);
 }
+#endif
 
 static inline int tap_done(void) {
   printf("1..%d\n", tap_count);
