@@ -91,8 +91,10 @@ describe("lock.lease over TLS", function()
       local r = c:etcdctl(args)
       assert(r.status == 0, table.concat(args, " ") .. ": " .. r.stderr)
     end
-    -- (under memcheck a renewal over TLS takes seconds: a longer ttl there)
-    local ttl = H.valgrind_logs and 8 or 3
+    -- ttl 8: renewals every 2.7 s, each past the token's 2 s (so the thread
+    -- authenticates again too), with room for a slow one (ASan under load,
+    -- memcheck: with ttl 3 such a renewal came too late and the lease was lost)
+    local ttl = 8
     local r = H.run_prelude(([[
       local ep, ca, ttl = %q, %q, %d
       local function try(opts)

@@ -64,6 +64,7 @@ typedef struct conn {
   CURLM *multi;
   const lg_etcd_config *cfg;
   int current;                    /* the endpoint that answered last */
+  int connected;                  /* its connection is up (the last request got through) */
   char *token;                    /* auth token, or NULL */
   char *body;                     /* the response */
   size_t len, cap;
@@ -363,6 +364,7 @@ static int perform(conn *c, const char *url, const char *json, struct curl_slist
   while ((msg = curl_multi_info_read(c->multi, &left)) != NULL)
     if (msg->msg == CURLMSG_DONE) *rc = msg->data.result;
   curl_multi_remove_handle(c->multi, e);
+  c->connected = result == POST_OK && *rc == CURLE_OK;   /* else abandoned, or failed */
   *status = 0;
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
   return result;
@@ -417,7 +419,12 @@ static int post(conn *c, const char *path, cJSON *request, cJSON **reply, double
     const char *endpoint = c->cfg->endpoints[c->current];
     char url[1024];
     struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
-    double until = now_s() + attempt_s;
+    /* curl's connect time covers the TLS handshake: a silent member is
+    ** passed over in a second, but the last one left gets etcdctl's 2 s (a
+    ** slow handshake there is no reason to give up: nothing else is left);
+    ** the answer's attempt_s counts from when the connection is up */
+    long connect_ms = tried + 1 < c->cfg->nendpoints ? CONNECT_NEXT_MS : CONNECT_LAST_MS;
+    double until = now_s() + attempt_s + (c->connected ? 0 : connect_ms / 1000.0);
     CURLcode rc;
     long status;
     int r;
@@ -427,12 +434,8 @@ static int post(conn *c, const char *path, cJSON *request, cJSON **reply, double
       headers = curl_slist_append(headers, auth);
     }
     snprintf(url, sizeof url, "%s%s", endpoint, path);
-    /* curl's connect time covers the TLS handshake: a silent member is
-    ** passed over in a second, but the last one left gets etcdctl's 2 s (a
-    ** slow handshake there is no reason to give up: nothing else is left) */
-    r = perform(c, url, json, headers,
-                tried + 1 < c->cfg->nendpoints ? CONNECT_NEXT_MS : CONNECT_LAST_MS,
-                until < deadline ? until : deadline, w, &rc, &status);
+    r = perform(c, url, json, headers, connect_ms, until < deadline ? until : deadline, w,
+                &rc, &status);
     curl_slist_free_all(headers);
     if (r == POST_INTERRUPTED || (r == POST_TIMEOUT && now_s() >= deadline)) {
       result = r;
