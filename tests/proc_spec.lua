@@ -583,6 +583,25 @@ with open(log, "a") as f: f.write("child-exit\n")
       for pid in H.read(d .. "/kids"):gmatch("%d+") do assert.is_false(alive(tonumber(pid))) end
     end)
 
+    it("gives every child of the stopped block the longest grace among theirs", function()
+      -- a (grace 0.2) ignores SIGTERM; b (grace 1.5, the newer) takes 0.5 s
+      -- to end after it: b must be let finish, a is SIGKILLed at 1.5 s
+      local d = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        local h <close> = ExitHandler(function() io.open(arg[1] .. "/log", "a"):write("cleanup\n"):close() end)
+        local a = proc.spawn({"sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"}, {grace = 0.2})
+        local b = proc.spawn({"sh", "-c", "trap 'sleep 0.5; echo b-done >> " .. arg[1] .. "/log; exit 0' TERM; " ..
+                              "echo $$ > " .. arg[1] .. "/b; while :; do sleep 0.05; done"}, {grace = 1.5})
+        while not exists(arg[1] .. "/b") do nap(0.01) end
+        ready(arg[1] .. "/go")
+        spin()
+      ]], { d })
+      H.wait_for(d .. "/go")
+      H.kill(job:pid(), "TERM")
+      assert.are.equal(143, job:wait(20), job:stderr())
+      assert.are.equal("b-done\ncleanup\n", H.read(d .. "/log"))
+    end)
+
     it("lets a child started by a cleanup finish, a second signal meanwhile deferred", function()
       local d = H.tmpdir()
       local job = H.spawn_script(H.prelude .. [[
