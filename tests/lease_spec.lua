@@ -255,6 +255,19 @@ describe("lock.lease", function()
     ok_or_show(r)
   end)
 
+  it("counts its requests, the thread's renewals too: grant, lock, range; a renewal each ttl/3; delete, revoke", function()
+    local r = lua(([[
+      local l = lock.lease(%q, {ttl = 3, timeout = 1})
+      local acquired = l:requests()
+      nap(2.5)                         -- renewals at 1 and 2 s
+      local renewals = l:requests() - acquired
+      l:release()
+      print(acquired, renewals >= 1 and renewals <= 3, l:requests() - acquired - renewals)
+    ]]):format(name()), nil, { env = env() })
+    ok_or_show(r)
+    assert.are.equal("3\ttrue\t2\n", r.stdout)
+  end)
+
   it("keeps a released lease's connection for the next lease of the same endpoints (strace counts connects)", function()
     -- three leases one after the other: the caller's connection is opened
     -- once and kept (the keep-alive threads, which first renew at ttl/3,
