@@ -255,6 +255,24 @@ describe("lock.lease", function()
     ok_or_show(r)
   end)
 
+  it("passes over a member that takes the connection but never answers (stopped), after 3 s", function()
+    -- a follower, stopped: the kernel still accepts its connections, so only
+    -- the attempt's limit moves on (1 s to connect, then 2 s for the answer)
+    local other = c:leader() or 1
+    local silent = other % 3 + 1
+    c:signal_member(silent, "STOP")
+    local r = lua(([[
+      local t0 = io.open("/proc/uptime"):read("n")
+      local l <close> = lock.lease(%q, {endpoints = {%q, %q}, timeout = 1})
+      print(tostring(l):match("<acquired") ~= nil, io.open("/proc/uptime"):read("n") - t0)
+    ]]):format(name(), c.endpoints[silent], c.endpoints[other]), nil, { env = env() })
+    c:signal_member(silent, "CONT")
+    ok_or_show(r)
+    local acquired, took = r.stdout:match("^(%S+)\t([%d.]+)")
+    assert.are.equal("true", acquired, r.stdout)
+    assert.is_true(tonumber(took) >= 2.9 and tonumber(took) < 6, "took " .. tostring(took) .. " s")
+  end)
+
   it("counts its requests, the thread's renewals too: grant, lock, range; a renewal each ttl/3; delete, revoke", function()
     local r = lua(([[
       local l = lock.lease(%q, {ttl = 3, timeout = 1})
