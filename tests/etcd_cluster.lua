@@ -42,6 +42,7 @@ function Cluster:etcdctl(args, opts)
   local argv = { "etcdctl", "--endpoints", table.concat(opts.endpoints or self.endpoints, ","),
                  "--dial-timeout", "2s", "--command-timeout", opts.command_timeout or "5s" }
   if self.cacert then argv[#argv + 1] = "--cacert=" .. self.cacert end
+  if self.cert then argv[#argv + 1] = "--cert=" .. self.cert; argv[#argv + 1] = "--key=" .. self.key end
   if opts.user then argv[#argv + 1] = "--user=" .. opts.user end     -- "name:password"
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   return H.run(argv, { env = { ETCDCTL_API = "3" }, stdin = opts.stdin, bare = true })
@@ -173,7 +174,8 @@ function Cluster:stop(keep)
 end
 
 -- opts.members (3), opts.extra[i] (more flags for member i, e.g. TLS),
--- opts.scheme[i] ("https" for a TLS member), opts.cacert (for etcdctl).
+-- opts.scheme[i] ("https" for a TLS member), opts.cacert, opts.cert and
+-- opts.key (for etcdctl: a client certificate, where members require one).
 function M.start(opts)
   opts = opts or {}
   local n = opts.members or 3
@@ -186,7 +188,8 @@ function M.start(opts)
       for k = 0, 2 * n - 1 do if used[base + k] then free = false end end
     until free
     local c = setmetatable({ dir = data_dir(), members = {}, endpoints = {},
-                             token = "luaguard-test-" .. base, cacert = opts.cacert }, Cluster)
+                             token = "luaguard-test-" .. base, cacert = opts.cacert,
+                             cert = opts.cert, key = opts.key }, Cluster)
     local initial = {}
     for i = 1, n do
       local scheme = opts.scheme and opts.scheme[i] or "http"

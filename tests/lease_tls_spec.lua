@@ -9,7 +9,8 @@ describe("lock.lease over TLS", function()
   local c, d
   setup(function()
     d = H.tmpdir()
-    -- a CA, a server certificate for 127.0.0.1 signed by it, and a CA of nobody's
+    -- a CA, a server certificate for 127.0.0.1 and a client certificate
+    -- signed by it, and a CA of nobody's
     local sh = ([[
       cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca \
         -keyout ca.key -out ca.pem &&
@@ -18,7 +19,10 @@ describe("lock.lease over TLS", function()
       openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr &&
       printf 'subjectAltName=IP:127.0.0.1\n' > san.ext &&
       openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile san.ext -out server.pem
+        -extfile san.ext -out server.pem &&
+      openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr &&
+      openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -out client.pem
     ]]):format(H.quote(d))
     local r = H.run({ "sh", "-c", sh })
     assert(r.status == 0, r.stderr)
@@ -76,6 +80,29 @@ describe("lock.lease over TLS", function()
     proxy:wait(10)
     assert.are.equal(0, r.status, r.stderr)
     assert.matches("^LeaseLock%(slow%-tls%) <acquired %d+>\ttrue\nLeaseLock%(slow%-tls%) <acquired %d+>\ttrue\n$", r.stdout)
+  end)
+
+  describe("where members require a client certificate", function()
+    local cc
+    setup(function()
+      cc = C.start { members = 1, scheme = { "https" }, cacert = d .. "/ca.pem",
+                     cert = d .. "/client.pem", key = d .. "/client.key",
+                     extra = { { "--cert-file", d .. "/server.pem", "--key-file", d .. "/server.key",
+                                 "--client-cert-auth", "--trusted-ca-file", d .. "/ca.pem" } } }
+    end)
+    teardown(function() if cc then cc:stop() end end)
+
+    it("presents cert and key; without them the handshake fails with a clear EtcdError", function()
+      local r = H.run_prelude(([[
+        local ep, ca, cert, key = %q, %q, %q, %q
+        local l <close> = lock.lease("cc", {endpoints = {ep}, cacert = ca, cert = cert, key = key})
+        print(tostring(l))
+        local ok, e = pcall(lock.lease, "cc2", {endpoints = {ep}, cacert = ca, timeout = 0})
+        print(ok, e.kind, e.endpoint == ep)
+      ]]):format(cc.endpoints[1], d .. "/ca.pem", d .. "/client.pem", d .. "/client.key"))
+      assert.are.equal(0, r.status, r.stderr)
+      assert.matches("^LeaseLock%(cc%) <acquired %d+>\nfalse\tEtcdError\ttrue\n$", r.stdout)
+    end)
   end)
 
   -- (last here: it turns authentication on for this cluster)
