@@ -104,6 +104,20 @@ static void test_made_while_closing(const char *dir) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/* lua_close sweeps the locks of its own state only: another state's lock,
+** held in a global there, stays held. */
+static void test_close_leaves_other_states_locks(const char *dir) {
+  char code[1024];
+  lua_State *a = new_state(), *b = new_state();
+  snprintf(code, sizeof code, "HELD = luaguard.lock.dir('%s') return tostring(HELD:is_locked())", dir);
+  CHECK_STR("true", run(b, code), "state b holds a lock");
+  CHECK_STR("ok", run(a, "return 'ok'"), "state a runs");
+  lua_close(a);
+  CHECK_STR("true", run(b, "return tostring(HELD:is_locked())"),
+            "closing state a leaves state b's lock held");
+  lua_close(b);
+}
+
 /*
 ** Two Lua states in one process, the older closed first (lua_close of the
 ** state that armed first): the newer one's handler keeps SIGTERM caught, is
@@ -437,6 +451,7 @@ int main(void) {
                       "ErrorHandler == g.ErrorHandler and ExitHandler == g.ExitHandler)"), "luaguard_open_globals: the host's globals, the module's objects");
   lua_close(L);
   test_made_while_closing(dir);
+  test_close_leaves_other_states_locks(dir);
   test_two_states_closed_out_of_order();
   test_two_threads();
   test_thread_read_cut_short();
