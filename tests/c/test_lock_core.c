@@ -322,6 +322,16 @@ static int take_pending_rt(void) {
   return n;
 }
 
+/* 'waiting' that notes how many real-time dispositions differ from *ud's
+** (the one the wait borrowed) and stops the wait. */
+static void (**rt_before)(int);
+static int rt_borrowed;
+static int note_borrowed(void *ud, pid_t holder, double waited) {
+  (void)ud; (void)holder; (void)waited;
+  rt_borrowed = rt_handlers_changed(rt_before);
+  return 1;
+}
+
 static volatile sig_atomic_t program_rt_calls, usr1_seen;
 static void program_rt_handler(int sig) { (void)sig; program_rt_calls++; }
 static void on_usr1(int sig) { (void)sig; usr1_seen = 1; }
@@ -411,6 +421,32 @@ static void test_kernel_wait(void) {
     ** loop whose naps are 0 (nanosleep's slack only) takes 70-90 ms */
     CHECK(cpu < 0.03, "signals blocked: the poll naps (CPU time a tenth of the wait's at most)");
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+
+  /* every real-time signal the program's: the wait polls; once they are
+  ** given back, the next wait borrows one again */
+  {
+    struct sigaction program_all, dfl;
+    lg_lock_wait bw;
+    int sig;
+    memset(&program_all, 0, sizeof program_all);
+    program_all.sa_handler = program_rt_handler;
+    sigemptyset(&program_all.sa_mask);
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &program_all, NULL);
+    CHECK_INT(-1, lg_lock_acquire(&a, path, 0.1, NULL, NULL, &why), "no signal to borrow: the wait times out");
+    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &dfl, NULL);
+    memset(&bw, 0, sizeof bw);
+    bw.timeout = 10;
+    bw.notify_after = 0.05;
+    bw.waiting = note_borrowed;
+    rt_before = before;
+    rt_borrowed = -1;
+    CHECK_INT(-1, lg_lock_acquire_wait(&a, path, &bw, &why), "signals given back: the next wait stopped by 'waiting'");
+    CHECK_INT(1, rt_borrowed, "signals given back: the next wait borrows one again");
+    CHECK_INT(0, rt_handlers_changed(before), "and gives it back");
   }
 
   /* a signal handled with SA_RESTART (as the guard's is) stops a blocked wait
