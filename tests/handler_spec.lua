@@ -337,6 +337,25 @@ describe("cleanup guards", function()
     assert.are.equal("called with arg", l5)
   end)
 
+  it("lets go of its cleanups once closed: their arguments are collected while it lives on", function()
+    local r = host([[
+      local weak = setmetatable({}, { __mode = "k" })
+      local handlers = {}
+      for _, kind in ipairs({ "ErrorHandler", "ExitHandler" }) do
+        local arg = {}
+        weak[arg] = kind
+        local h = _G[kind](function() end, arg)
+        h:close()
+        handlers[#handlers + 1] = h        -- the handler stays reachable
+      end
+      collectgarbage()
+      collectgarbage()
+      print(next(weak) == nil, #handlers)
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("true\t2\n", r.stdout)
+  end)
+
   it("run returns the body's results, or re-raises its error after the cleanups", function()
     local r = host([[
       local h = ExitHandler(io.write, "cleanup ")
