@@ -130,6 +130,21 @@ function Cluster:leader()
   return nil
 end
 
+-- tests/etcd_proxy.py in front of member i (delay: its DELAY argument).
+-- Returns the proxy's job, its port, and its control stream ("hold S").
+function Cluster:proxy(i, delay)
+  local fifo = H.tmpdir() .. "/ctl"
+  os.execute("mkfifo " .. H.quote(fifo))
+  local job = H.spawn({ H.python, H.root .. "/tests/etcd_proxy.py",
+                        self.members[i].client:match(":(%d+)$"), delay and tostring(delay) },
+                      { stdin = fifo })
+  local ctl = assert(io.open(fifo, "w"))
+  ctl:setvbuf("no")
+  local deadline = H.now() + 10
+  while not job:stdout():find("listening %d+") and H.now() < deadline do H.sleep(0.02) end
+  return job, assert(job:stdout():match("listening (%d+)"), job:stderr()), ctl
+end
+
 -- The environment that points lock.lease at the cluster (every member), with
 -- extra's variables besides.
 function Cluster:env(extra)

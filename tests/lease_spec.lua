@@ -785,14 +785,7 @@ time.sleep(60)
     -- Counted from the late reply, it would believe in its lease until t + 5.8.
     local nm = name()
     local d = H.tmpdir()
-    os.execute("mkfifo " .. H.quote(d .. "/ctl"))
-    local proxy = H.spawn({ H.python, H.root .. "/tests/etcd_proxy.py",
-                            c.members[1].client:match(":(%d+)$") }, { stdin = d .. "/ctl" })
-    local ctl = assert(io.open(d .. "/ctl", "w"))
-    ctl:setvbuf("no")
-    local deadline = H.now() + 10
-    while not proxy:stdout():find("listening %d+") and H.now() < deadline do H.sleep(0.02) end
-    local port = assert(proxy:stdout():match("listening (%d+)"), proxy:stderr())
+    local proxy, port, ctl = c:proxy(1)
     local clock = 'local function now() return io.open("/proc/uptime"):read("n") end\n'
     local holder = H.spawn_script(H.prelude .. clock .. ([[
       local l = lock.lease(%q, {ttl = 5, endpoints = {"http://127.0.0.1:%s"}})

@@ -56,14 +56,7 @@ describe("lock.lease over TLS", function()
     -- a proxy passes each connection's first reply (the server's hello) on
     -- 1.4 s late: alone, the endpoint is used; listed first, before the
     -- member itself, it is passed over after a second
-    local d2 = H.tmpdir()
-    os.execute("mkfifo " .. H.quote(d2 .. "/ctl"))
-    local proxy = H.spawn({ H.python, H.root .. "/tests/etcd_proxy.py",
-                            c.members[1].client:match(":(%d+)$"), "1.4" }, { stdin = d2 .. "/ctl" })
-    local ctl = assert(io.open(d2 .. "/ctl", "w"))
-    local deadline = H.now() + 10
-    while not proxy:stdout():find("listening %d+") and H.now() < deadline do H.sleep(0.02) end
-    local port = assert(proxy:stdout():match("listening (%d+)"), proxy:stderr())
+    local proxy, port, ctl = c:proxy(1, 1.4)
     local r = H.run_prelude(([[
       local slow, ca = "https://127.0.0.1:%s", %q
       local function now() return io.open("/proc/uptime"):read("n") end

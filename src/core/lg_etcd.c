@@ -316,9 +316,9 @@ static int is_connection_error(CURLcode rc) {
 
 /*
 ** One request to one endpoint, until 'deadline', connecting (TCP and TLS) for
-** at most connect_ms, asking 'interrupted' at least every POLL_MS. POST_OK with *rc curl's result and *status the HTTP status,
-** or POST_TIMEOUT / POST_INTERRUPTED (the transfer abandoned: its connection
-** closed).
+** at most connect_ms, asking 'interrupted' at least every POLL_MS. POST_OK
+** with *rc curl's result and *status the HTTP status, or POST_TIMEOUT /
+** POST_INTERRUPTED (the transfer abandoned: its connection closed).
 */
 static int perform(conn *c, const char *url, const char *json, struct curl_slist *headers,
                    long connect_ms, double deadline, const lg_lease_wait *w, CURLcode *rc,

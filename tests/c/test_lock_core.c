@@ -296,13 +296,17 @@ static int note_waiting(void *ud, pid_t holder, double waited) {
   return log->answer;
 }
 
+static void fill_rt(sigset_t *rt) {
+  int sig;
+  sigemptyset(rt);
+  for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaddset(rt, sig);
+}
+
 /* note_waiting, after blocking every real-time signal (the borrowed one
 ** included) on this thread, as a program's 'waiting' may. */
 static int block_rt_and_note(void *ud, pid_t holder, double waited) {
   sigset_t rt;
-  int sig;
-  sigemptyset(&rt);
-  for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaddset(&rt, sig);
+  fill_rt(&rt);
   pthread_sigmask(SIG_BLOCK, &rt, NULL);
   return note_waiting(ud, holder, waited);
 }
@@ -322,13 +326,13 @@ static int take_pending_rt(void) {
   return n;
 }
 
-/* 'waiting' that notes how many real-time dispositions differ from *ud's
-** (the one the wait borrowed) and stops the wait. */
-static void (**rt_before)(int);
-static int rt_borrowed;
+/* 'waiting' that counts the real-time dispositions changed since 'before'
+** (the one the wait borrowed, if any), then stops the wait. */
+typedef struct borrow_count { void (**before)(int); int changed; } borrow_count;
 static int note_borrowed(void *ud, pid_t holder, double waited) {
-  (void)ud; (void)holder; (void)waited;
-  rt_borrowed = rt_handlers_changed(rt_before);
+  borrow_count *b = (borrow_count *)ud;
+  (void)holder; (void)waited;
+  b->changed = rt_handlers_changed(b->before);
   return 1;
 }
 
@@ -405,11 +409,9 @@ static void test_kernel_wait(void) {
   /* a thread that blocks every real-time signal waits by polling, on time */
   {
     sigset_t rt, old;
-    int sig;
     struct timespec cpu0, cpu1;
     double cpu;
-    sigemptyset(&rt);
-    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaddset(&rt, sig);
+    fill_rt(&rt);
     pthread_sigmask(SIG_BLOCK, &rt, &old);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     t0 = test_now();
@@ -426,26 +428,23 @@ static void test_kernel_wait(void) {
   /* every real-time signal the program's: the wait polls; once they are
   ** given back, the next wait borrows one again */
   {
-    struct sigaction program_all, dfl;
+    struct sigaction program_all, saved_rt[64];
     lg_lock_wait bw;
+    borrow_count count = {before, -1};
     int sig;
     memset(&program_all, 0, sizeof program_all);
     program_all.sa_handler = program_rt_handler;
     sigemptyset(&program_all.sa_mask);
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &program_all, NULL);
+    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &program_all, &saved_rt[sig - SIGRTMIN]);
     CHECK_INT(-1, lg_lock_acquire(&a, path, 0.1, NULL, NULL, &why), "no signal to borrow: the wait times out");
-    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &dfl, NULL);
+    for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &saved_rt[sig - SIGRTMIN], NULL);
     memset(&bw, 0, sizeof bw);
     bw.timeout = 10;
     bw.notify_after = 0.05;
     bw.waiting = note_borrowed;
-    rt_before = before;
-    rt_borrowed = -1;
+    bw.ud = &count;
     CHECK_INT(-1, lg_lock_acquire_wait(&a, path, &bw, &why), "signals given back: the next wait stopped by 'waiting'");
-    CHECK_INT(1, rt_borrowed, "signals given back: the next wait borrows one again");
+    CHECK_INT(1, count.changed, "signals given back: the next wait borrows one again");
     CHECK_INT(0, rt_handlers_changed(before), "and gives it back");
   }
 
