@@ -311,6 +311,29 @@ static void test_program_allocator_after_ours(void) {
     "with a program's allocator after ours, a guarded block still stops and cleans up");
   CHECK(their_calls > 0, "the program's allocator is the one called");
   CHECK_INT(1, terms, "the signal went on to the program's handler");
+  /* With the set of coroutines dropped, the guards themselves name the
+  ** threads to hook: a running coroutine's guard, older than one armed in a
+  ** coroutine it left suspended, must still stop its block. Handlers on the
+  ** main thread come and go first: the count of guards off it must not move. */
+  CHECK_STR("waiting running SignalExit: SIGTERM", run(L,
+    "for _ = 1, 3 do luaguard.ErrorHandler():close() end\n"
+    "local order = {}\n"
+    "local runner = coroutine.wrap(function()\n"
+    "  local a <close> = luaguard.ErrorHandler(function() order[#order + 1] = 'running' end)\n"
+    "  local waiting = coroutine.create(function()\n"
+    "    local b <close> = luaguard.ErrorHandler(function() order[#order + 1] = 'waiting' end)\n"
+    "    coroutine.yield()\n"
+    "  end)\n"
+    "  coroutine.resume(waiting)\n"
+    "  local me = io.open('/proc/self/stat'):read('n')\n"
+    "  io.popen('kill -TERM ' .. me):close()\n"
+    SPIN_UNTIL_STOPPED
+    "end)\n"
+    "local ok, e = pcall(runner)\n"
+    "return table.concat(order, ' ') .. ' ' .. tostring(e)"),
+    "with a program's allocator after ours, a running coroutine's guard stops its block "
+    "while a newer one waits in a suspended coroutine");
+  CHECK_INT(2, terms, "that signal went on to the program's handler too");
   lua_close(L);                                   /* our wrapper, behind theirs, frees last */
   their_base = NULL;        /* nothing of the state left reachable: a leak shows (LSan) */
   their_base_ud = NULL;
