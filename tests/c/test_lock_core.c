@@ -338,6 +338,25 @@ static int note_borrowed(void *ud, pid_t holder, double waited) {
 
 static volatile sig_atomic_t program_rt_calls, usr1_seen;
 static void program_rt_handler(int sig) { (void)sig; program_rt_calls++; }
+
+/* 'waiting' as a program that installs its own handler on the signal the wait
+** borrowed (the one changed since 'before'), then stops the wait. */
+typedef struct take_borrowed { void (**before)(int); int sig; } take_borrowed;
+static int program_takes_borrowed(void *ud, pid_t holder, double waited) {
+  take_borrowed *t = (take_borrowed *)ud;
+  struct sigaction now;
+  int sig;
+  (void)holder; (void)waited;
+  for (sig = SIGRTMIN; sig <= SIGRTMAX && t->sig == 0; sig++)
+    if (sigaction(sig, NULL, &now) == 0 && now.sa_handler != t->before[sig - SIGRTMIN]) t->sig = sig;
+  if (t->sig != 0) {
+    memset(&now, 0, sizeof now);
+    now.sa_handler = program_rt_handler;
+    sigemptyset(&now.sa_mask);
+    sigaction(t->sig, &now, NULL);
+  }
+  return 1;
+}
 static void on_usr1(int sig) { (void)sig; usr1_seen = 1; }
 static int usr1_interrupts(void *ud) { (void)ud; return usr1_seen; }
 
@@ -446,6 +465,23 @@ static void test_kernel_wait(void) {
     CHECK_INT(-1, lg_lock_acquire_wait(&a, path, &bw, &why), "signals given back: the next wait stopped by 'waiting'");
     CHECK_INT(1, count.changed, "signals given back: the next wait borrows one again");
     CHECK_INT(0, rt_handlers_changed(before), "and gives it back");
+  }
+
+  /* the program takes the borrowed signal during the wait: the wait ends
+  ** with the program's handler left on it, not the one from before */
+  {
+    lg_lock_wait tw;
+    take_borrowed take = {before, 0};
+    struct sigaction now;
+    memset(&tw, 0, sizeof tw);
+    tw.timeout = 10;
+    tw.notify_after = 0.05;
+    tw.waiting = program_takes_borrowed;
+    tw.ud = &take;
+    CHECK_INT(-1, lg_lock_acquire_wait(&a, path, &tw, &why), "program takes the borrowed signal: the wait stopped");
+    CHECK(take.sig != 0 && sigaction(take.sig, NULL, &now) == 0 && now.sa_handler == program_rt_handler,
+          "program takes the borrowed signal: its handler is left in place");
+    if (take.sig != 0) signal(take.sig, SIG_DFL);
   }
 
   /* a signal handled with SA_RESTART (as the guard's is) stops a blocked wait
