@@ -57,6 +57,13 @@ function Cluster:revoke_lease_of(prefix)
   assert(r.status == 0, r.stderr)
 end
 
+-- The store's revision now (what a write makes grow).
+function Cluster:revision()
+  local r = self:etcdctl({ "get", "-w", "json", "luaguard-revision-probe" })
+  local rev = assert(r.stdout:match('"revision":(%d+)'), r.stdout .. r.stderr)
+  return math.tointeger(tonumber(rev))
+end
+
 -- Keys under prefix (a list, sorted).
 function Cluster:keys(prefix)
   local r = self:etcdctl({ "get", "--prefix", "--keys-only", prefix })

@@ -286,6 +286,33 @@ describe("lock.lease", function()
     assert.are.equal("3\ttrue\t2\n", r.stdout)
   end)
 
+  it("checks its key after lock/lock with one range request while another client keeps writing", function()
+    -- the member that answered the lock is at least as new as its answer:
+    -- a store newer still (others' writes since) is no reason to ask again
+    -- linearizably (only a member behind the answer is). A comparison the
+    -- wrong way round asked again in about one acquisition of four here.
+    local put = '/v3/kv/put {"key":"d3JpdGVy","value":"eA=="}'
+    local writer = H.spawn({ "timeout", "8", "sh", "-c",
+      ("yes %s | %s %s %s >/dev/null"):format(H.quote(put), H.python, H.quote(H.root .. "/tests/etcd_post.py"),
+                                              c.endpoints[1]) })
+    local before, deadline = c:revision(), H.now() + 10
+    while c:revision() < before + 50 and H.now() < deadline do H.sleep(0.05) end
+    assert.is_true(c:revision() >= before + 50, "the writer writes")
+    local r = lua(([[
+      local counts = {}
+      for i = 1, 16 do
+        local l = lock.lease(%q .. i, {endpoints = {%q}, ttl = 3, timeout = 1})
+        counts[#counts + 1] = l:requests()
+        l:release()
+      end
+      print(table.concat(counts, " "))
+    ]]):format(name(), c.endpoints[1]), nil, { env = env() })
+    H.kill(writer:pid(), "TERM")      -- timeout passes it on to its command's group
+    assert.is_not_nil(writer:wait(5), "the writer stopped")
+    ok_or_show(r)
+    assert.are.equal(("3 "):rep(15) .. "3\n", r.stdout)
+  end)
+
   it("keeps a released lease's connection for the next lease of the same endpoints (strace counts connects)", function()
     -- three leases one after the other: the caller's connection is opened
     -- once and kept (the keep-alive threads, which first renew at ttl/3,
