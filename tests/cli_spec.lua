@@ -38,6 +38,16 @@ describe("host command line", function()
     assert.are.equal("from stdin", r.stdout)
   end)
 
+  it("leaves stdin alone after -e or -v with no script, as lua5.4 does", function()
+    for _, opts in ipairs { { "-e", "io.write('e ')" }, { "-eio.write('e ')" }, { "-v" } } do
+      local ours = H.run({ H.host, table.unpack(opts) }, { stdin = "io.write('from stdin')" })
+      local theirs = H.run({ H.lua, table.unpack(opts) }, { stdin = "io.write('from stdin')", bare = true })
+      assert.are.equal(0, ours.status, ours.stderr)
+      assert.is_nil(ours.stdout:find("from stdin", 1, true), opts[1] .. ": " .. ours.stdout)
+      assert.are.equal((theirs.stdout:gsub("^Lua [^\n]*\n", "")), (ours.stdout:gsub("^luaguard [^\n]*\nLua [^\n]*\n", "")))
+    end
+  end)
+
   it("treats '--' as the end of options", function()
     local d = H.tmpdir()
     local script = H.write(d .. "/-e", "print('script named -e', ...)")
