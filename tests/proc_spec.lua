@@ -386,6 +386,19 @@ describe("proc", function()
       assert.are.equal("<exited 3>\t<killed SIGKILL>\n", r.stdout)
     end)
 
+    it("after <close>, wait still gives the status; what was captured went with the close", function()
+      local r = lua([[
+        local p = proc.spawn({"sh", "-c", "echo out; echo err >&2; exit 4"}, {stdout = "capture", stderr = "capture"})
+        local before = p:wait()
+        do local closing <close> = p end
+        local after = p:wait()
+        print(before.status, before.stdout, before.stderr)
+        print(after.status, ("%q %q"):format(after.stdout, after.stderr), tostring(p):match("<.*>"))
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal('4\tout\n\terr\n\n4\t"" ""\t<exited 4>\n', r.stdout)
+    end)
+
     it("names a signal with no abbreviation (a real-time one) by its number", function()
       local r = lua([[
         local p = proc.spawn({"sleep", "5"})
