@@ -243,8 +243,10 @@ static void test_kick_repeats_and_backs_off(void) {
   close(fds[1]);
   CHECK(kicks >= 5, "the kick repeats while the body has not stopped");
   CHECK(kicks <= 60, "backing off");
-  /* 64 ms at most between kicks (without the cap: 205 ms, then 410 ms) */
-  CHECK_INT(1, longest < 120.0, "the back-off is capped: no gap of 120 ms or more");
+  /* 64 ms at most between kicks (without the cap: 205 ms, then 410 ms); the
+  ** bound leaves 96 ms for a busy machine's scheduling (120 ms was exceeded
+  ** once, with the suite running beside other load) */
+  CHECK_INT(1, longest < 160.0, "the back-off is capped: no gap of 160 ms or more");
   if (longest >= 120.0) printf("#   longest gap between kicks: %.1f ms\n", longest);
   nseen = 0;
   lg_frame_close(&f);
