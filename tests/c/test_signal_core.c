@@ -701,6 +701,17 @@ static void test_record_overflow(void) {
   nseen = 0;
   lg_frame_close(&f);
   CHECK_INT(n, nseen, "all re-delivered");
+  /* the other way round: the first signal of the table is the one past it */
+  lg_frame_arm(&f, count_interrupt, NULL);
+  lg_frame_begin_cleanup(&f);
+  for (i = 0; i < 70; i++) kill(getpid(), SIGHUP);
+  kill(getpid(), SIGTERM);
+  n = lg_record_list(&f.record, list);
+  CHECK_INT(LG_RECORD_ORDER_MAX + 2, n, "overflow kept once per signal (SIGTERM past the array)");
+  CHECK_INT(SIGTERM, list[n - 1], "SIGTERM past the array is not dropped");
+  nseen = 0;
+  lg_frame_close(&f);
+  CHECK_INT(n, nseen, "all re-delivered (SIGTERM past the array)");
   set_disposition(SIGHUP, SIG_DFL);
 }
 
