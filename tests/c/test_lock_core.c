@@ -96,7 +96,7 @@ static void test_basic(void) {
 static void test_in_process(void) {
   lg_lock a, b;
   lg_lock_failure why;
-  int fds_before;
+  int fds_before, fds_at_start = test_count_fds();
   lg_lock_init(&a);
   lg_lock_init(&b);
   lg_lock_acquire(&a, path, 0, NULL, NULL, NULL);
@@ -119,6 +119,9 @@ static void test_in_process(void) {
   lg_lock_release(&a, path);
   CHECK_INT(0, lg_lock_acquire(&b, path, 0, NULL, NULL, NULL), "free once the first is released");
   lg_lock_release(&b, path);
+  /* the descriptors of attempts that opened the held file were kept open
+  ** while it was held (closing one would drop the lock), not for ever */
+  CHECK_INT(fds_at_start, test_count_fds(), "no descriptor left once both are released");
 }
 
 /* A caller that holds the lock itself must not wait for it (EDEADLK). */
