@@ -336,6 +336,29 @@ describe("proc", function()
       assert.matches("^SigBlk:%s*0+\n$", r.stdout)
     end)
 
+    it("keeps a running child's pipes out of what io.popen and os.execute start meanwhile", function()
+      -- the parent's ends are close-on-exec: a command started beside the
+      -- child holding the write end of its stdin would keep it from EOF
+      local r = lua([[
+        local function popen_fds()
+          local f, fds = io.popen("ls /proc/self/fd"), {}
+          for fd in f:lines() do fds[fd] = true end
+          f:close()
+          return fds
+        end
+        collectgarbage()
+        local before = popen_fds()
+        local p = proc.spawn({"sh", "-c", "cat >/dev/null; echo eof"},
+                             {stdin = ("x"):rep(200000), stdout = "capture", stderr = "capture"})
+        local new = {}
+        for fd in pairs(popen_fds()) do if not before[fd] then new[#new + 1] = fd end end
+        local res = p:wait(5)
+        print("new in the popen: " .. table.concat(new, " "), res and res.stdout)
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("new in the popen: \teof\n\n", r.stdout)
+    end)
+
     it("leaves os.execute and io.popen statuses as they were", function()
       local r = lua([[
         proc.run({"true"})
