@@ -27,6 +27,20 @@ describe("host command line", function()
     assert.are.equal(ref.stdout:gsub("^%S+", ""), r.stdout:gsub("^%S+", ""))
   end)
 
+  it("passes a script thousands of arguments, as lua5.4 does", function()
+    local d = H.tmpdir()
+    local script = H.write(d .. "/many.lua", [[
+      local n, sum = select("#", ...), 0
+      for i = 1, n do sum = sum + tonumber((select(i, ...))) end
+      print(n, sum, #arg, arg[n])
+    ]])
+    local argv = { H.host, script }
+    for i = 1, 5000 do argv[#argv + 1] = tostring(i) end
+    local r = H.run(argv)
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("5000\t12502500\t5000\t5000\n", r.stdout)
+  end)
+
   it("runs a script from stdin with '-'", function()
     local r = H.run({ H.host, "-", "x", "y" }, { stdin = "print(arg[0], ...)" })
     assert.are.equal("-\tx\ty\n", r.stdout)
