@@ -93,6 +93,14 @@ static void test_basic(void) {
   CHECK_INT(0, lg_lock_release(&a, path), "release again does nothing");
 }
 
+/* Releases the lock at 'ud' 1.5 s after it starts. */
+static void *release_later(void *ud) {
+  struct timespec ts = {1, 500000000L};
+  nanosleep(&ts, NULL);
+  lg_lock_release((lg_lock *)ud, path);
+  return NULL;
+}
+
 static void test_in_process(void) {
   lg_lock a, b;
   lg_lock_failure why;
@@ -112,11 +120,19 @@ static void test_in_process(void) {
             "refused too when this process's own file is only recognised once opened");
   CHECK(errno == EWOULDBLOCK && why.holder == getpid() && !lg_lock_is_held(&b), "as held here");
   miss_fstatat = 0;
-  CHECK_INT(-1, lg_lock_acquire(&b, path, 0.05, NULL, NULL, &why), "and after a wait");
-  CHECK(why.waited >= 0.05, "it waited");
   CHECK(lg_lock_table_free(), "refusals leave the lock table free");
   CHECK_INT(getpid(), probe_holder(path), "the first lock survived the refusals");
-  lg_lock_release(&a, path);
+  {
+    /* a wait that outlived its timeout would get the lock once another
+    ** thread releases it, 1.5 s later: it must have ended first */
+    pthread_t releaser;
+    int started = pthread_create(&releaser, NULL, release_later, &a) == 0;
+    double t0 = test_now();
+    CHECK_INT(-1, lg_lock_acquire(&b, path, 0.05, NULL, NULL, &why), "and after a wait");
+    CHECK(why.waited >= 0.05 && test_now() - t0 < 1.4, "it waited, and stopped at its timeout");
+    if (started) pthread_join(releaser, NULL);
+    else lg_lock_release(&a, path);
+  }
   CHECK_INT(0, lg_lock_acquire(&b, path, 0, NULL, NULL, NULL), "free once the first is released");
   lg_lock_release(&b, path);
   /* the descriptors of attempts that opened the held file were kept open
