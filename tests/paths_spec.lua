@@ -219,6 +219,29 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("inner cleanup\nouter cleanup\n", r.stdout)
     end)
 
+    it("coroutines made before the module loaded are freed while it tracks 16 others", function()
+      -- the module's table of the state's coroutines (16 slots at first) is
+      -- searched on every free of a coroutine-sized block: one it never saw
+      -- must be found absent (a table let fill to the brim searched for ever
+      -- there; the run's limit is short so that fails in seconds)
+      local r = H.run_script(H.prelude .. [[
+        local untracked = {}
+        for i = 1, 50 do untracked[i] = coroutine.create(function() end) end
+        local g = require "luaguard"
+        local h <close> = g.ErrorHandler()
+        local kept = {}
+        for n = 1, 16 do
+          kept[n] = coroutine.create(function() coroutine.yield() end)
+          coroutine.resume(kept[n])
+        end
+        untracked = nil
+        collectgarbage()
+        print("freed beside", #kept)
+      ]], nil, { interpreter = H.lua, limit = 10 })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("freed beside\t16\n", r.stdout)
+    end)
+
     it("a handler left armed in a suspended coroutine: SIGTERM stops the main thread", function()
       local r = stock([[
         local co = coroutine.create(function()
