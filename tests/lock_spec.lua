@@ -425,6 +425,28 @@ describe("lock", function()
     assert.are.equal("acquired\n", certbot_try(d).stdout)
   end)
 
+  it("ends at once a wait begun by a plain __close while a signal's stop unwinds the block", function()
+    -- the stop is in flight through that block: a wait there would only
+    -- hold the stop up to its timeout (10 s) before the cleanups run
+    local d = H.tmpdir()
+    local certbot = hold_with_certbot(d)
+    local r = lua([[
+      local t0 = os.time()
+      do
+        local outer <close> = ErrorHandler(function() print("outer cleanup", os.time() - t0 < 5) end)
+        local mid <close> = setmetatable({}, { __close = function()
+          pcall(lock.dir, arg[1], { timeout = 10 })
+        end })
+        local inner <close> = ErrorHandler(function() print("inner cleanup") end)
+        kill("TERM")
+        spin()
+      end
+    ]], { d })
+    assert.are.equal(0, certbot:stop())
+    assert.are.equal(128 + 15, r.status, r.stderr)
+    assert.are.equal("inner cleanup\nouter cleanup\ttrue\n", r.stdout)
+  end)
+
   it("excludes a second LockFile on the same path in one process, keeping the first", function()
     local d = H.tmpdir()
     local w = H.tmpdir()
