@@ -339,10 +339,14 @@ describe("proc", function()
     it("keeps a running child's pipes out of what io.popen and os.execute start meanwhile", function()
       -- the parent's ends are close-on-exec: a command started beside the
       -- child holding the write end of its stdin would keep it from EOF
+      -- (pipes only: memcheck's log files, one per process, come and go)
       local r = lua([[
-        local function popen_fds()
-          local f, fds = io.popen("ls /proc/self/fd"), {}
-          for fd in f:lines() do fds[fd] = true end
+        local function popen_fds()       -- the pipes a command started now has
+          local f, fds = io.popen("ls -l /proc/self/fd"), {}
+          for line in f:lines() do
+            local fd = line:match(" (%d+) %-> pipe:")
+            if fd then fds[fd] = true end
+          end
           f:close()
           return fds
         end
