@@ -126,6 +126,10 @@ int main(int argc, char **argv) {
     nap_ms(25);
   }
   CHECK(lg_lease_lost(ls), "the loss is seen once the member is silent");
+  /* the thread marks the lease lost, then calls the callback: wait for it
+  ** (1 s at most), then make sure no second call comes */
+  for (i = 0; i < 100 && __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST) == 0; i++) nap_ms(10);
+  nap_ms(100);
   CHECK_INT(1, __atomic_load_n(&lost_calls, __ATOMIC_SEQ_CST), "the callback ran once");
   CHECK_INT(0, lg_lease_release(ls, &err), "a lost lease releases without a request");
   lg_lease_free(ls);
