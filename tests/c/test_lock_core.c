@@ -358,6 +358,17 @@ static int note_borrowed(void *ud, pid_t holder, double waited) {
 static volatile sig_atomic_t program_rt_calls, usr1_seen;
 static void program_rt_handler(int sig) { (void)sig; program_rt_calls++; }
 
+/* A wait of up to 10 s that 'waiting' (called after 0.05 s) is to stop. */
+static lg_lock_wait stopped_by(lg_lock_waiting_fn waiting, void *ud) {
+  lg_lock_wait w;
+  memset(&w, 0, sizeof w);
+  w.timeout = 10;
+  w.notify_after = 0.05;
+  w.waiting = waiting;
+  w.ud = ud;
+  return w;
+}
+
 /* 'waiting' as a program that installs its own handler on the signal the wait
 ** borrowed (the one changed since 'before'), then stops the wait. */
 typedef struct take_borrowed { void (**before)(int); int sig; } take_borrowed;
@@ -476,11 +487,7 @@ static void test_kernel_wait(void) {
     for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &program_all, &saved_rt[sig - SIGRTMIN]);
     CHECK_INT(-1, lg_lock_acquire(&a, path, 0.1, NULL, NULL, &why), "no signal to borrow: the wait times out");
     for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++) sigaction(sig, &saved_rt[sig - SIGRTMIN], NULL);
-    memset(&bw, 0, sizeof bw);
-    bw.timeout = 10;
-    bw.notify_after = 0.05;
-    bw.waiting = note_borrowed;
-    bw.ud = &count;
+    bw = stopped_by(note_borrowed, &count);
     CHECK_INT(-1, lg_lock_acquire_wait(&a, path, &bw, &why), "signals given back: the next wait stopped by 'waiting'");
     CHECK_INT(1, count.changed, "signals given back: the next wait borrows one again");
     CHECK_INT(0, rt_handlers_changed(before), "and gives it back");
@@ -492,11 +499,7 @@ static void test_kernel_wait(void) {
     lg_lock_wait tw;
     take_borrowed take = {before, 0};
     struct sigaction now;
-    memset(&tw, 0, sizeof tw);
-    tw.timeout = 10;
-    tw.notify_after = 0.05;
-    tw.waiting = program_takes_borrowed;
-    tw.ud = &take;
+    tw = stopped_by(program_takes_borrowed, &take);
     CHECK_INT(-1, lg_lock_acquire_wait(&a, path, &tw, &why), "program takes the borrowed signal: the wait stopped");
     CHECK(take.sig != 0 && sigaction(take.sig, NULL, &now) == 0 && now.sa_handler == program_rt_handler,
           "program takes the borrowed signal: its handler is left in place");
