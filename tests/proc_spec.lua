@@ -336,7 +336,7 @@ describe("proc", function()
       assert.matches("^SigBlk:%s*0+\n$", r.stdout)
     end)
 
-    it("keeps a running child's pipes out of what io.popen and os.execute start meanwhile", function()
+    it("keeps a running child's pipes out of what io.popen starts meanwhile", function()
       -- the parent's ends are close-on-exec: a command started beside the
       -- child holding the write end of its stdin would keep it from EOF
       -- (pipes only: memcheck's log files, one per process, come and go)

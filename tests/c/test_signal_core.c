@@ -247,7 +247,7 @@ static void test_kick_repeats_and_backs_off(void) {
   ** bound leaves 96 ms for a busy machine's scheduling (120 ms was exceeded
   ** once, with the suite running beside other load) */
   CHECK_INT(1, longest < 160.0, "the back-off is capped: no gap of 160 ms or more");
-  if (longest >= 120.0) printf("#   longest gap between kicks: %.1f ms\n", longest);
+  printf("#   longest gap between kicks: %.1f ms\n", longest);   /* how close to the bound */
   nseen = 0;
   lg_frame_close(&f);
   CHECK_INT(1, nseen, "the signal re-delivered after");
