@@ -495,6 +495,48 @@ static int act_on_stop(lua_State *L, lg_guard *g, const lg_state *st, const stop
   return lua_error(L);
 }
 
+/* Whether thread co waits in a resume (Lua's "normal" status): it has calls,
+** is neither suspended nor dead, and is not the running thread. */
+static int resuming(lua_State *co, const lua_State *running) {
+  lua_Debug ar;
+  return co != running && lua_status(co) == LUA_OK && lua_getstack(co, 0, &ar);
+}
+
+/*
+** A guard's stop error was handed on (step 5) by a thread other than the new
+** guard's: the running one is a coroutine resumed inside that guard's block.
+** It, and every coroutine between it and the guard's thread, gets the return
+** hook of step 4: a pcall there that caught the error must not let it go on.
+*/
+static void hook_resume_chain(lg_state *st, lua_State *running) {
+  size_t i;
+  lua_sethook(running, guard_hook, LUA_MASKRET, 0);
+  lg_frames_lock();
+  if (st->tracking)
+    for (i = 0; i < st->capacity; i++)
+      if (st->threads[i] != NULL && resuming(st->threads[i], running))
+        lua_sethook(st->threads[i], guard_hook, LUA_MASKRET, 0);
+  lg_frames_unlock();
+}
+
+/* The guard of st whose stop error is on its way while its thread waits in
+** a resume: L, a coroutine with no guard of its own, runs inside its block. */
+static const lg_guard *block_around(lua_State *L, const lg_state *st) {
+  const lg_guard *on_way = newest_guard(st, NULL, NULL, IN_FLIGHT_GUARD);
+  if (on_way == NULL || on_way->stop_ref == LUA_NOREF || !resuming(on_way->thread, L))
+    return NULL;
+  return on_way;
+}
+
+/* Steps 3 and 4 in such a coroutine: stopped with that guard's error (the
+** same object), again at each instruction until it is dead; its resumer then
+** sees the error, or the resume's return (step 4). */
+static void stop_inside_block(lua_State *L, const lg_guard *around) {
+  lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, around->stop_ref);
+  lua_error(L);
+}
+
 static int returns_from_protected_call(lua_State *L, lua_Debug *ar) {
   lua_CFunction fn;
   lua_getinfo(L, "f", ar);  /* stack: function */
@@ -510,6 +552,7 @@ static int returns_from_protected_call(lua_State *L, lua_Debug *ar) {
 static void guard_hook(lua_State *L, lua_Debug *ar) {
   lg_guard *g = guard_of_thread(L);
   lg_state *st = g != NULL ? g->state : state_of(L);
+  const lg_guard *around;
   stop_cause why;
   if (lg_signal_cleaning()) {   /* deferred: routed again when cleanups end */
     put_back_hook(L, g, st, NULL);
@@ -521,6 +564,9 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
       g->reraise = 1;
       lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
     }
+    else if (g == NULL && L != st->main && block_around(L, st) != NULL &&
+             returns_from_protected_call(L, ar))
+      lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
     return;
   }
   if (g != NULL && g->in_flight) {
@@ -528,6 +574,8 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, guard_hook, LUA_MASKRET, 0);
     return;
   }
+  if (g == NULL && L != st->main && (around = block_around(L, st)) != NULL)
+    stop_inside_block(L, around);
   if (pending_stop(st, &why)) act_on_stop(L, g, st, &why);
   put_back_hook(L, g, st, NULL);
 }
@@ -590,6 +638,7 @@ void lg_guard_close(lua_State *L, lg_guard *g) {
     next->raised_at = INT_MAX;   /* on its way back: any pcall that returns swallows it */
     if (lua_gethook(next->thread) != guard_hook) save_user_hook(next, next->thread);
     lua_sethook(next->thread, guard_hook, LUA_MASKRET, 0);
+    if (L != next->thread) hook_resume_chain(st, L);
   }
   luaL_unref(L, LUA_REGISTRYINDEX, g->stop_ref);
   g->stop_ref = LUA_NOREF;
