@@ -57,7 +57,7 @@ describe("lock.lease", function()
     -- etcdctl holds while its command runs (until the stop file appears)
     local holder = H.spawn({ "etcdctl", "--endpoints", table.concat(c.endpoints, ","), "lock", "--",
                              "luaguard/lock/" .. nm, "sh", "-c",
-                             ("touch %s/held; while [ ! -e %s/stop ]; do sleep 0.02; done"):format(d, d) },
+                             ("touch %s/held; n=0; while [ ! -e %s/stop ] && [ $n -lt 3000 ]; do sleep 0.02; n=$((n+1)); done"):format(d, d) },
                            { env = { ETCDCTL_API = "3" } })
     H.wait_for_file(d .. "/held", 10)
     local r = lua(([[

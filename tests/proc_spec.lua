@@ -162,7 +162,7 @@ describe("proc", function()
       local d = H.tmpdir()
       local r = lua([[
         local r = proc.run({"sh", "-c", "(trap 'echo TERM >> " .. arg[1] .. "/got' TERM; "
-                             .. "while :; do sleep 0.05; done) & echo $! > " .. arg[1] .. "/grandchild; wait"},
+                             .. "n=0; while [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done) & echo $! > " .. arg[1] .. "/grandchild; wait"},
                            {timeout = 0.3, grace = 0.5})
         print(r.timed_out, r.signal)
       ]], { d })
@@ -593,8 +593,8 @@ with open(log, "a") as f: f.write("child-exit\n")
       -- the child, once signalled, lingers until the test says "go"
       local job = H.spawn_script(H.prelude .. [[
         local l <close> = lock.dir(arg[1])
-        proc.run({"sh", "-c", "trap 'echo > " .. arg[2] .. "/got; while [ ! -e " .. arg[2] ..
-                  "/go ]; do sleep 0.02; done; exit 0' TERM; echo > " .. arg[2] ..
+        proc.run({"sh", "-c", "trap 'echo > " .. arg[2] .. "/got; n=0; while [ ! -e " .. arg[2] ..
+                  "/go ] && [ $n -lt 3000 ]; do sleep 0.02; n=$((n+1)); done; exit 0' TERM; echo > " .. arg[2] ..
                   "/ready; n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done"})
       ]], { d, w })
       H.wait_for(w .. "/ready")
@@ -629,9 +629,9 @@ with open(log, "a") as f: f.write("child-exit\n")
       local d = H.tmpdir()
       local job = H.spawn_script(H.prelude .. [[
         local h <close> = ExitHandler(function() io.open(arg[1] .. "/log", "a"):write("cleanup\n"):close() end)
-        local a = proc.spawn({"sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"}, {grace = 0.2})
+        local a = proc.spawn({"sh", "-c", "trap '' TERM; n=0; while [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done"}, {grace = 0.2})
         local b = proc.spawn({"sh", "-c", "trap 'sleep 0.5; echo b-done >> " .. arg[1] .. "/log; exit 0' TERM; " ..
-                              "echo $$ > " .. arg[1] .. "/b; while :; do sleep 0.05; done"}, {grace = 1.5})
+                              "echo $$ > " .. arg[1] .. "/b; n=0; while [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done"}, {grace = 1.5})
         while not exists(arg[1] .. "/b") do nap(0.01) end
         ready(arg[1] .. "/go")
         spin()
