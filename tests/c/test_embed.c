@@ -382,6 +382,30 @@ static void test_forked_child_runs_no_cleanup(const char *dir) {
   unlink(path);
 }
 
+/* A Process inherited by a forked child (no exec) is not the child's: the
+** close of the state there neither signals the parent's child nor waits for
+** it (the grace, then SIGKILL's wait); the parent's child runs on. */
+static void test_forked_child_process(void) {
+  lua_State *L = new_state();
+  pid_t child;
+  int status = -1;
+  CHECK_STR("running", run(L, "P = luaguard.proc.spawn({'sleep', '30'}, {grace = 3}) "
+                              "return P:wait(0) == nil and 'running' or 'ended'"), "the parent's child runs");
+  child = test_fork_limited(10);
+  if (child == 0) {
+    double start = test_now();
+    lua_close(L);
+    _exit(test_now() - start < 1.5 ? 0 : 3);
+  }
+  waitpid(child, &status, 0);
+  CHECK_INT(0, status, "a forked child's close of the state does not wait for the parent's child "
+                       "(wait status 0; 768: it took 1.5 s or more)");
+  CHECK_STR("running", run(L, "return P:wait(0.2) == nil and 'running' or 'ended'"),
+            "the parent's child was not signalled by the forked one");
+  CHECK_STR("15", run(L, "P:kill() return tostring(P:wait(5).signal)"), "the parent stops it");
+  lua_close(L);
+}
+
 /* A LockFile inherited by a forked child (no exec) is not the child's: it
 ** says so (is_locked false, tostring <released>) and its release there
 ** leaves the parent's file. */
@@ -482,6 +506,7 @@ int main(void) {
   test_program_allocator_after_ours();
   test_forked_child_runs_no_cleanup(dir);
   test_forked_child_lockfile(dir);
+  test_forked_child_process();
   test_core_opened_twice();
   rmdir(dir);
   return tap_done();
