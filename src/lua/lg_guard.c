@@ -24,7 +24,9 @@
 **       at each instruction until it is dead), and its resumer's block next.
 **  4. A protected call (pcall, xpcall, coroutine.resume) that returns while
 **     the guard is in flight swallowed the SignalExit: guard_hook raises the
-**     same object again at the next instruction.
+**     same object again at the next instruction - in a coroutine with no
+**     guard of its own resumed inside the guard's block too (the error was
+**     handed on to the guard from there: hook_resume_chain).
 **  5. Closing the handler (lg_handler.c handler_close): lg_guard_begin_cleanup
 **     (signals deferred), the cleanups LIFO, then lg_guard_close: the core's
 **     lg_frame_close re-routes what the frame recorded (step 1, to the next
