@@ -252,6 +252,60 @@ static void test_thread_read_cut_short(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/* Arms and closes a handler in a state of its own, then ends: the first
+** thread of a fresh process to arm, the one the kick's timer was made for. */
+static void *arm_once_thread(void *arg) {
+  lua_State *L = new_state();
+  (void)arg;
+  run(L, "luaguard.ExitHandler():close()");
+  lua_close(L);
+  return NULL;
+}
+
+/*
+** The kick's timer signals the thread that made it; when that thread is gone
+** the next arm must make it again, or kicks go nowhere. In a forked child (a
+** fresh timer): a thread arms, closes and ends; then the read cut short as
+** above. Exit status 0: cut short; 1: the read ran its course.
+*/
+static void test_kick_outlives_its_thread(void) {
+  pid_t child;
+  int status = -1;
+  child = test_fork_limited(20);
+  if (child == 0) {
+    lua_State *A;
+    pthread_t t;
+    void *r;
+    int waited = 0, early;
+    pthread_create(&t, NULL, arm_once_thread, NULL);
+    pthread_join(t, NULL);
+    armed_threads = 0;
+    terms = 0;
+    catch_term();
+    A = new_state();
+    run(A, "H = luaguard.ExitHandler()");
+    pthread_create(&t, NULL, reading_thread, NULL);
+    while (armed_threads < 1 && waited++ < 5000) {
+      struct timespec ms = {0, 1000000L};
+      nanosleep(&ms, NULL);
+    }
+    {
+      struct timespec settle = {0, 100000000L};   /* into the read */
+      nanosleep(&settle, NULL);
+    }
+    kill(getpid(), SIGTERM);
+    pthread_join(t, &r);
+    early = strcmp((char *)r, "SignalExit: SIGTERM early") == 0;
+    free(r);
+    run(A, "pcall(function() H:close() end)");
+    lua_close(A);
+    _exit(early ? 0 : 1);
+  }
+  waitpid(child, &status, 0);
+  CHECK_INT(0, status, "a thread's read is cut short by the kick when the thread the timer was "
+                       "made for has ended (wait status 0; 256: the read ran its course)");
+}
+
 /* A SignalExit caught outside its guard holds no reference of ours: after
 ** the handler closed, collectgarbage() frees it. */
 static void test_caught_signal_exit_is_freed(void) {
@@ -502,6 +556,7 @@ int main(void) {
   test_two_states_closed_out_of_order();
   test_two_threads();
   test_thread_read_cut_short();
+  test_kick_outlives_its_thread();
   test_caught_signal_exit_is_freed();
   test_program_allocator_after_ours();
   test_forked_child_runs_no_cleanup(dir);
