@@ -220,10 +220,12 @@ describe("host command line", function()
   end)
 
   it("shows the same interactive session as lua5.4, line for line (after its own version line)", function()
-    -- '=expr', _PROMPT and _PROMPT2, a statement over several lines, an
-    -- error, results that print cannot show, and the newline at the end
+    -- '=expr', _PROMPT and _PROMPT2, a statement over several lines, syntax
+    -- errors on one line and over two, an error, results that print cannot
+    -- show, and the newline at the end
     local stdin = table.concat({
       "x = 6 * 7", "= x", "_PROMPT = 'one> '", "_PROMPT2 = 'two> '", "local t = {", "1,", "}",
+      "x = = 1", "for i = 1, 2 do", "y = = 2", "print('after the syntax errors', x)",
       "error('in repl')", "error(setmetatable({}, {__tostring = function() return 'shown' end}))",
       "return 1, nil, 'three'", "print = nil", "return 4", "",
     }, "\n")
