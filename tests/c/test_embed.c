@@ -546,6 +546,13 @@ int main(void) {
   lua_close(L);
   L = luaL_newstate();
   luaL_openlibs(L);
+  luaopen_luaguard(L);        /* called as a C function, not through lua_call */
+  CHECK_INT(1, lua_gettop(L), "luaopen_luaguard called directly pushes one value");
+  CHECK(lua_istable(L, 1) && lua_getfield(L, 1, "ErrorHandler") == LUA_TFUNCTION,
+        "luaopen_luaguard called directly: that value is the module");
+  lua_close(L);
+  L = luaL_newstate();
+  luaL_openlibs(L);
   luaguard_open_globals(L);
   CHECK(lua_gettop(L) == 0, "luaguard_open_globals leaves the stack as it was");
   CHECK_STR("true", run(L, "local g = require('luaguard'); return tostring(lock == g.lock and "
