@@ -608,4 +608,14 @@ describe("cleanup guards", function()
     -- each cleanup named by where it was defined, last registered first
     assert.matches("calling registered function %[C%]\n[^\n]*calling registered function [^\n]*%.lua\n", r.stderr)
   end)
+
+  it("logs every signal the handler received, in arrival order, with LUAGUARD_DEBUG=1", function()
+    local r = host([[
+      local h <close> = ExitHandler(function() end)
+      io.popen(("kill -HUP %d; kill -TERM %d"):format(PID, PID)):close()   -- both before the next instruction
+      spin()
+    ]], nil, { env = { LUAGUARD_DEBUG = "1" } })
+    assert.are.equal(128 + SIG.HUP, r.status, r.stderr)
+    assert.matches("encountered signals: SIGHUP, SIGTERM\n", r.stderr)
+  end)
 end)
