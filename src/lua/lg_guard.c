@@ -80,6 +80,7 @@ struct lg_state {
   void *last_block;                 /* the state's own block: freed last */
   size_t thread_size;               /* what Lua allocates for a thread */
   volatile sig_atomic_t tracking;   /* our allocator is still the state's */
+  lua_State *stopping;              /* a coroutine stopped inside a block (step 4) */
   lua_State **threads;              /* the coroutines: NULL slots are free */
   size_t nthreads, capacity;        /* capacity: 0 or a power of two */
 };
@@ -521,20 +522,24 @@ static void hook_resume_chain(lg_state *st, lua_State *running) {
   lg_frames_unlock();
 }
 
-/* The guard of st whose stop error is on its way while its thread waits in
-** a resume: L, a coroutine with no guard of its own, runs inside its block. */
+/* The guard of st whose stop error was handed on to it from a coroutine and
+** is on its way while its thread waits in a resume: L, a coroutine with no
+** guard of its own, runs inside its block. (A coroutine that a __close runs
+** while a guard's own error unwinds is not stopped: it runs to its end.) */
 static const lg_guard *block_around(lua_State *L, const lg_state *st) {
   const lg_guard *on_way = newest_guard(st, NULL, NULL, IN_FLIGHT_GUARD);
-  if (on_way == NULL || on_way->stop_ref == LUA_NOREF || !resuming(on_way->thread, L))
+  if (on_way == NULL || on_way->handed_from == NULL || on_way->stop_ref == LUA_NOREF ||
+      !resuming(on_way->thread, L))
     return NULL;
   return on_way;
 }
 
-/* Steps 3 and 4 in such a coroutine: stopped with that guard's error (the
-** same object), again at each instruction until it is dead; its resumer then
-** sees the error, or the resume's return (step 4). */
-static void stop_inside_block(lua_State *L, const lg_guard *around) {
-  lua_sethook(L, guard_hook, LUA_MASKCOUNT, 1);
+/* Step 4 in such a coroutine, once a protected call there returned: stopped
+** with that guard's error (the same object), again at each instruction until
+** it is dead; its resumer then sees the error, or the resume's return. */
+static void stop_inside_block(lua_State *L, lg_state *st, const lg_guard *around) {
+  st->stopping = L;
+  lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, around->stop_ref);
   lua_error(L);
 }
@@ -567,8 +572,10 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
       lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
     }
     else if (g == NULL && L != st->main && block_around(L, st) != NULL &&
-             returns_from_protected_call(L, ar))
+             returns_from_protected_call(L, ar)) {
+      st->stopping = L;
       lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
+    }
     return;
   }
   if (g != NULL && g->in_flight) {
@@ -576,8 +583,10 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, guard_hook, LUA_MASKRET, 0);
     return;
   }
-  if (g == NULL && L != st->main && (around = block_around(L, st)) != NULL)
-    stop_inside_block(L, around);
+  if (g == NULL && L == st->stopping) {
+    if ((around = block_around(L, st)) != NULL) stop_inside_block(L, st, around);
+    st->stopping = NULL;
+  }
   if (pending_stop(st, &why)) act_on_stop(L, g, st, &why);
   put_back_hook(L, g, st, NULL);
 }
@@ -640,8 +649,11 @@ void lg_guard_close(lua_State *L, lg_guard *g) {
     next->raised_at = INT_MAX;   /* on its way back: any pcall that returns swallows it */
     if (lua_gethook(next->thread) != guard_hook) save_user_hook(next, next->thread);
     lua_sethook(next->thread, guard_hook, LUA_MASKRET, 0);
-    if (L != next->thread) hook_resume_chain(st, L);
+    next->handed_from = L != next->thread ? L : NULL;
+    if (next->handed_from != NULL) hook_resume_chain(st, L);
   }
+  if (g->in_flight && next == NULL) st->stopping = NULL;   /* the stop is over */
+  g->handed_from = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, g->stop_ref);
   g->stop_ref = LUA_NOREF;
   g->in_flight = 0;
