@@ -98,6 +98,11 @@ except errors.LockError:
     assert.are.equal(64, r.status)
     assert.matches("unknown option %-x", r.stderr)
     assert.are.equal(64, H.run({ LOCK, "-w", "soon", d, "true" }).status)
+    for _, bad in ipairs({ "-1", "nan" }) do             -- a number, but no number of seconds
+      r = H.run({ LOCK, "-w", bad, d, "true" })
+      assert.are.equal(64, r.status, r.stderr)
+      assert.matches("%-w: not a number of seconds: " .. bad:gsub("%-", "%%-"), r.stderr)
+    end
     r = H.run({ LOCK, "-E", "256", d, "true" })      -- an exit status is 0-255
     assert.are.equal(64, r.status)
     assert.matches("%-E: not an exit status %(0%-255%): 256", r.stderr)
