@@ -193,6 +193,13 @@ project "test_lock_core"
   links { "luaguard_static", "pthread" }
   linkoptions { "-Wl,--wrap=fstatat" }   -- the test makes a race's window happen
 
+-- The etcd client's reply buffer, its source compiled into the test.
+project "test_etcd_body"
+  kind "ConsoleApp"
+  targetdir (BUILD .. "/bin")
+  files { "tests/c/test_etcd_body.c" }
+  links { "curl", "cjson", "pthread", "m" }
+
 -- A C program embedding Lua and luaguard through the public header.
 project "test_embed"
   kind "ConsoleApp"
