@@ -18,6 +18,16 @@ describe("module from stock lua5.4", function()
     assert.matches("^0\tfunction\tfunction\tfunction\tfunction\tluaguard %d+%.%d+%.%d+\ttrue\n$", r.stdout)
   end)
 
+  it("refuses luaguard.lease required before the core, with a clear error", function()
+    local r = H.run_script([[
+      local ok, e = pcall(require, "luaguard.lease")
+      print(ok, e)
+      print(pcall(function() return require("luaguard").lock.lease ~= nil end))
+    ]], nil, { interpreter = H.lua })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.matches("^false\t[^\n]*luaguard.lease needs luaguard.core, loaded first\ntrue\ttrue\n$", r.stdout)
+  end)
+
   it("takes locks and runs handlers from stock lua5.4", function()
     local d = H.tmpdir()
     local r = H.run_script([[
