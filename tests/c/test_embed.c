@@ -224,15 +224,13 @@ static void *reading_thread(void *arg) {
   return (void *)out;
 }
 
-static void test_thread_read_cut_short(void) {
-  lua_State *A = new_state();
+/* With a handler armed in this thread's state: reading_thread armed and in
+** its read, SIGTERM to the process; what the thread's block said (malloc'd). */
+static char *read_stopped_by_sigterm(void) {
   pthread_t t;
   void *r;
   int waited = 0;
-  terms = 0;
   armed_threads = 0;
-  catch_term();
-  CHECK_STR("armed", run(A, "H = luaguard.ExitHandler() return 'armed'"), "the main thread's state armed first");
   pthread_create(&t, NULL, reading_thread, NULL);
   while (armed_threads < 1 && waited++ < 5000) {
     struct timespec ms = {0, 1000000L};
@@ -244,7 +242,17 @@ static void test_thread_read_cut_short(void) {
   }
   kill(getpid(), SIGTERM);
   pthread_join(t, &r);
-  CHECK_STR("SignalExit: SIGTERM early", (char *)r, "a thread's blocking read is cut short by the kick");
+  return (char *)r;
+}
+
+static void test_thread_read_cut_short(void) {
+  lua_State *A = new_state();
+  char *r;
+  terms = 0;
+  catch_term();
+  CHECK_STR("armed", run(A, "H = luaguard.ExitHandler() return 'armed'"), "the main thread's state armed first");
+  r = read_stopped_by_sigterm();
+  CHECK_STR("SignalExit: SIGTERM early", r, "a thread's blocking read is cut short by the kick");
   free(r);
   run(A, "pcall(function() H:close() end)");
   lua_close(A);
@@ -275,27 +283,16 @@ static void test_kick_outlives_its_thread(void) {
   if (child == 0) {
     lua_State *A;
     pthread_t t;
-    void *r;
-    int waited = 0, early;
+    char *r;
+    int early;
     pthread_create(&t, NULL, arm_once_thread, NULL);
     pthread_join(t, NULL);
-    armed_threads = 0;
     terms = 0;
     catch_term();
     A = new_state();
     run(A, "H = luaguard.ExitHandler()");
-    pthread_create(&t, NULL, reading_thread, NULL);
-    while (armed_threads < 1 && waited++ < 5000) {
-      struct timespec ms = {0, 1000000L};
-      nanosleep(&ms, NULL);
-    }
-    {
-      struct timespec settle = {0, 100000000L};   /* into the read */
-      nanosleep(&settle, NULL);
-    }
-    kill(getpid(), SIGTERM);
-    pthread_join(t, &r);
-    early = strcmp((char *)r, "SignalExit: SIGTERM early") == 0;
+    r = read_stopped_by_sigterm();
+    early = strcmp(r, "SignalExit: SIGTERM early") == 0;
     free(r);
     run(A, "pcall(function() H:close() end)");
     lua_close(A);
