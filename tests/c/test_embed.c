@@ -457,6 +457,41 @@ static void test_forked_child_process(void) {
   lua_close(L);
 }
 
+/* From a cleanup (this process defers signals meanwhile): fork; the child, a
+** process of its own, is not running cleanups, so a handler it arms is
+** stopped by a SIGTERM at once. Pushes the child's wait status. */
+static int fork_in_cleanup(lua_State *L) {
+  pid_t child = test_fork_limited(10);
+  int status = -1;
+  if (child == 0) {
+    lua_State *C = new_state();
+    const char *out = run(C,
+      "local ok, e = pcall(function()\n"
+      "  local h <close> = luaguard.ErrorHandler()\n"
+      "  local me = io.open('/proc/self/stat'):read('n')\n"
+      "  io.popen('kill -TERM ' .. me):close()\n"
+      SPIN_UNTIL_STOPPED
+      "end)\n"
+      "return tostring(e)");
+    _exit(strcmp(out, "SignalExit: SIGTERM") == 0 ? 0 : 1);
+  }
+  waitpid(child, &status, 0);
+  lua_pushinteger(L, status);
+  return 1;
+}
+
+static void test_fork_during_cleanup(void) {
+  lua_State *L = new_state_counting_terms();
+  lua_register(L, "FORK_IN_CLEANUP", fork_in_cleanup);
+  CHECK_STR("0", run(L,
+    "local status\n"
+    "do local h <close> = luaguard.ExitHandler(function() status = FORK_IN_CLEANUP() end) end\n"
+    "return tostring(status)"),
+    "a child forked by a cleanup is stopped by its own SIGTERM (wait status 0; 256: it ran on)");
+  lua_close(L);
+  signal(SIGTERM, SIG_DFL);
+}
+
 /* A LockFile inherited by a forked child (no exec) is not the child's: it
 ** says so (is_locked false, tostring <released>) and its release there
 ** leaves the parent's file. */
@@ -566,6 +601,7 @@ int main(void) {
   test_forked_child_runs_no_cleanup(dir);
   test_forked_child_lockfile(dir);
   test_forked_child_process();
+  test_fork_during_cleanup();
   test_core_opened_twice();
   rmdir(dir);
   return tap_done();
