@@ -93,13 +93,15 @@ static void test_basic(void) {
   CHECK_INT(0, lg_lock_release(&a, path), "release again does nothing");
 }
 
-/* Releases the lock at 'ud' 1.5 s after it starts. */
-static void *release_later(void *ud) {
-  struct timespec ts = {1, 500000000L};
+/* Release the lock at 'ud' 1.5 s (0.6 s) after the thread starts. */
+static void *release_after(void *ud, long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
   lg_lock_release((lg_lock *)ud, path);
   return NULL;
 }
+static void *release_later(void *ud) { return release_after(ud, 1500); }
+static void *release_soon(void *ud) { return release_after(ud, 600); }
 
 static void test_in_process(void) {
   lg_lock a, b;
@@ -132,6 +134,21 @@ static void test_in_process(void) {
     CHECK(why.waited >= 0.05 && test_now() - t0 < 1.4, "it waited, and stopped at its timeout");
     if (started) pthread_join(releaser, NULL);
     else lg_lock_release(&a, path);
+  }
+  {
+    /* a wait on a lock of this process naps (the kernel would grant it at
+    ** once): it gets the lock a few ms after the release, 0.6 s in, not at
+    ** the end of some long nap */
+    pthread_t releaser;
+    int started;
+    double t0;
+    CHECK_INT(0, lg_lock_acquire(&a, path, 0, NULL, NULL, NULL), "the first taken again");
+    started = pthread_create(&releaser, NULL, release_soon, &a) == 0;
+    t0 = test_now();
+    CHECK_INT(0, lg_lock_acquire(&b, path, 10, NULL, NULL, &why), "a wait in process gets it once released");
+    CHECK(test_now() - t0 < 1.3, "within 0.7 s of the release (its naps stay short)");
+    if (started) pthread_join(releaser, NULL);
+    lg_lock_release(&b, path);
   }
   CHECK_INT(0, lg_lock_acquire(&b, path, 0, NULL, NULL, NULL), "free once the first is released");
   lg_lock_release(&b, path);
