@@ -603,6 +603,57 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("inner cleanup\nouter cleanup\n", r.stdout)
     end)
 
+    -- the outer handler sits in a suspended coroutine: its block cannot run,
+    -- so the stop goes on as when no armed block runs (its handler closed as
+    -- by the signal, which is then delivered again); it once waited there,
+    -- the script running on to its end
+    it("goes on to an outer handler in a suspended coroutine: closed as by the signal, main stopped", function()
+      local r = H.run_prelude([[
+        local S = coroutine.wrap(function()
+          local outer <close> = ErrorHandler(function() print("outer cleanup") end)
+          coroutine.yield()
+        end)
+        S()
+        pcall(function()
+          local mid <close> = setmetatable({}, {__close = function()
+            io.write("mid1 ")
+            io.write("mid2\n")
+          end})
+          local inner <close> = ErrorHandler(function() print("inner cleanup") end)
+          kill("TERM")
+          spin()
+        end)
+        print("NOT REACHED: the pcall kept it")
+        spin()
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("inner cleanup\nmid1 mid2\nouter cleanup\n", r.stdout)
+    end)
+
+    it("the same from a coroutine, under stock lua5.4 (module mode)", function()
+      local r = stock([[
+        local S = coroutine.create(function()
+          local outer <close> = ErrorHandler(function() print("outer cleanup") end)
+          coroutine.yield()
+        end)
+        coroutine.resume(S)
+        local co = coroutine.create(function()
+          pcall(function()
+            local inner <close> = ErrorHandler(function() print("inner cleanup") end)
+            kill("TERM")
+            spin()
+          end)
+          print("NOT REACHED: the coroutine went on")
+          spin()
+        end)
+        coroutine.resume(co)
+        print("NOT REACHED: the main thread went on")
+        spin()
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("inner cleanup\nouter cleanup\n", r.stdout)
+    end)
+
     -- `return pcall(...)` runs no instruction of the coroutine after the pcall:
     -- only the resume's return, in the outer block's thread, shows the swallow
     it("raised again when the coroutine whose pcall swallowed it returns at once", function()

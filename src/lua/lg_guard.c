@@ -279,7 +279,8 @@ enum {
   STOPPED_GUARD = 2,     /* a signal reached it (lg_guard_stopped) */
   UNACTED_GUARD = 4,     /* asked to stop, its SignalExit not yet raised */
   IN_FLIGHT_GUARD = 8,   /* its stop error is on its way (raised or handed on) */
-  DEAD_THREAD_GUARD = 16 /* its thread will run no more (ended by an error) */
+  STUCK_THREAD_GUARD = 16 /* its thread cannot run now (ended by an error, or
+                          ** suspended: its error was handed on to it there) */
 };
 
 /*
@@ -300,8 +301,7 @@ static lg_guard *newest_guard(const lg_state *st, const lua_State *thread,
     if ((want & UNACTED_GUARD) && (f->state != LG_FRAME_STOPPING || g->in_flight ||
                                    (f->record.length == 0 && f->reason == 0))) continue;
     if ((want & IN_FLIGHT_GUARD) && !g->in_flight) continue;
-    if ((want & DEAD_THREAD_GUARD) &&
-        (lua_status(g->thread) == LUA_OK || lua_status(g->thread) == LUA_YIELD)) continue;
+    if ((want & STUCK_THREAD_GUARD) && lua_status(g->thread) == LUA_OK) continue;
     return g;
   }
   return NULL;
@@ -320,20 +320,20 @@ static lg_guard *guard_of_thread(lua_State *L) {
 typedef struct { int sig, reason; } stop_cause;
 
 /*
-** A guard whose stop error ended its coroutine (coroutine.resume returned it:
-** caught outside the guard). Its block is over but its handlers are still
-** armed in the dead coroutine, and no instruction of it will run again: the
-** stop goes on from whichever thread of st runs next, as when no armed block
-** is running.
+** A guard whose stop error cannot reach its block: the error ended its
+** coroutine (coroutine.resume returned it: caught outside the guard), or was
+** handed on to it (step 5) while its coroutine is suspended. Its handlers are
+** still armed there, and no instruction of that block runs now: the stop goes
+** on from whichever thread of st runs next, as when no armed block is running.
 */
-static lg_guard *stop_left_in_dead_thread(const lg_state *st) {
-  return newest_guard(st, NULL, NULL, IN_FLIGHT_GUARD | DEAD_THREAD_GUARD);
+static lg_guard *stop_left_in_stuck_thread(const lg_state *st) {
+  return newest_guard(st, NULL, NULL, IN_FLIGHT_GUARD | STUCK_THREAD_GUARD);
 }
 
 static int pending_stop(const lg_state *st, stop_cause *why) {
   lg_guard *g = newest_guard(st, NULL, NULL, UNACTED_GUARD);
   why->sig = why->reason = 0;
-  if (g == NULL) g = stop_left_in_dead_thread(st);
+  if (g == NULL) g = stop_left_in_stuck_thread(st);
   if (g == NULL) return 0;
   if (g->frame.record.length > 0) why->sig = g->frame.record.order[0];
   else why->reason = g->frame.reason;
@@ -576,6 +576,9 @@ static void guard_hook(lua_State *L, lua_Debug *ar) {
       st->stopping = L;
       lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);
     }
+    else if ((g == NULL || !g->in_flight) && stop_left_in_stuck_thread(st) != NULL &&
+             returns_from_protected_call(L, ar))
+      lua_sethook(L, guard_hook, LUA_MASKCOUNT | LUA_MASKRET, 1);   /* step 3 next */
     return;
   }
   if (g != NULL && g->in_flight) {
