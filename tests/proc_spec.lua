@@ -103,6 +103,22 @@ describe("proc", function()
         "true\t9", "" }, "\n"), r.stdout)
     end)
 
+    it("keeps every inherited variable with env_add, adding its own", function()
+      local r = lua([[
+        local function lines(text)
+          local t = {}
+          for l in text:gmatch("[^\n]+") do t[#t + 1] = l end
+          table.sort(t)
+          return table.concat(t, "\n")
+        end
+        local inherited = proc.run({"env"}, {stdout = "capture"}).stdout
+        local added = proc.run({"env"}, {env_add = {LG_ADDED = "1"}, stdout = "capture"}).stdout
+        print(lines(added) == lines(inherited .. "LG_ADDED=1\n"), #inherited > 0)
+      ]], nil, { env = { LG_FIRST = "a", LG_OTHER = "b" } })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("true\ttrue\n", r.stdout)
+    end)
+
     it("feeds a stdin string, and replaces (env) or adds to (env_add) the environment, in cwd", function()
       local d = H.tmpdir()
       local r = lua([[
