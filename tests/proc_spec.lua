@@ -639,6 +639,45 @@ with open(log, "a") as f: f.write("child-exit\n")
       for pid in H.read(d .. "/kids"):gmatch("%d+") do assert.is_false(alive(tonumber(pid))) end
     end)
 
+    it("waits for a member of the child's group it may not signal (EPERM): the cleanup runs after it", function()
+      -- the host runs as nobody; its child starts a set-uid-root helper that
+      -- becomes root for good (nobody may not signal it: kill says EPERM),
+      -- lingers a second and leaves a file. The child's group runs while the
+      -- helper does: the cleanup must come after the file.
+      if io.popen("id -u"):read("n") ~= 0 then
+        pending("needs root: a set-uid-root helper, and the host run as nobody")
+        return
+      end
+      local d = H.tmpdir()
+      os.execute("chmod 0777 " .. H.quote(d))
+      H.write(d .. "/rootly.c", [[
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  FILE *f;
+  if (argc < 2 || setuid(0) != 0) return 2;
+  sleep(1);
+  if ((f = fopen(argv[1], "w")) == NULL) return 3;
+  fputs("done\n", f);
+  return fclose(f) == 0 ? 0 : 4;
+}
+]])
+      assert(os.execute(("cc -o %s/rootly %s/rootly.c && chmod 4755 %s/rootly"):format(d, d, d)))
+      local r = H.run_script(H.prelude .. [[
+        local h <close> = ErrorHandler(function()
+          local f = io.open(arg[1] .. "/log", "a")
+          f:write("cleanup ", exists(arg[1] .. "/helper-done") and "after" or "before", " the helper\n")
+          f:close()
+        end)
+        local p = proc.spawn({"sh", "-c", arg[1] .. "/rootly " .. arg[1] .. "/helper-done & wait"}, {grace = 5})
+        nap(0.3)
+        kill("TERM")
+        spin()
+      ]], { d }, { prefix = { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups" } })
+      assert.are.equal(143, r.status, r.stderr)
+      assert.are.equal("cleanup after the helper\n", H.read(d .. "/log"))
+    end)
+
     it("gives every child of the stopped block the longest grace among theirs", function()
       -- a (grace 0.2) ignores SIGTERM; b (grace 1.5, the newer) takes 0.5 s
       -- to end after it: b must be let finish, a is SIGKILLed at 1.5 s
