@@ -512,6 +512,15 @@ describe("the guard's promise off the well-walked paths", function()
   end)
 
   describe("a SignalExit passed on from an inner handler to an outer one", function()
+    -- a pcall around an inner handler's block that SIGTERM stops
+    local INNER_STOPPED = [[
+      pcall(function()
+        local inner <close> = ErrorHandler(function() print("inner cleanup") end)
+        kill("TERM")
+        spin()
+      end)
+    ]]
+
     it("raised again after a pcall between the two swallows it: the same object", function()
       local r = H.run_prelude([[
         local seen
@@ -564,11 +573,7 @@ describe("the guard's promise off the well-walked paths", function()
       local r = stock([[
         local h <close> = ErrorHandler(function() print("outer cleanup") end)
         local co = coroutine.wrap(function()
-          pcall(function()
-            local inner <close> = ErrorHandler(function() print("inner cleanup") end)
-            kill("TERM")
-            spin()
-          end)
+          ]] .. INNER_STOPPED .. [[
           print("NOT REACHED: the coroutine's pcall kept it")
           spin()
         end)
@@ -584,11 +589,7 @@ describe("the guard's promise off the well-walked paths", function()
         local outer <close> = ErrorHandler(function() print("outer cleanup") end)
         local co1 = coroutine.create(function()
           local co2 = coroutine.create(function()
-            pcall(function()
-              local inner <close> = ErrorHandler(function() print("inner cleanup") end)
-              kill("TERM")
-              spin()
-            end)
+            ]] .. INNER_STOPPED .. [[
             print("NOT REACHED: the inner coroutine's pcall kept it")
             spin()
           end)
@@ -638,11 +639,7 @@ describe("the guard's promise off the well-walked paths", function()
         end)
         coroutine.resume(S)
         local co = coroutine.create(function()
-          pcall(function()
-            local inner <close> = ErrorHandler(function() print("inner cleanup") end)
-            kill("TERM")
-            spin()
-          end)
+          ]] .. INNER_STOPPED .. [[
           print("NOT REACHED: the coroutine went on")
           spin()
         end)
