@@ -177,13 +177,20 @@ describe("proc", function()
       -- second SIGTERM on the way (the grandchild logs each one it gets)
       local d = H.tmpdir()
       local r = lua([[
+        local function fds()     -- this process's open descriptors
+          local p = io.popen("ls /proc/" .. PID .. "/fd")
+          local _, n = p:read("a"):gsub("\n", "")
+          p:close()
+          return n
+        end
+        local before = fds()
         local r = proc.run({"sh", "-c", "(trap 'echo TERM >> " .. arg[1] .. "/got' TERM; "
                              .. "n=0; while [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done) & echo $! > " .. arg[1] .. "/grandchild; wait"},
                            {timeout = 0.3, grace = 0.5})
-        print(r.timed_out, r.signal)
+        print(r.timed_out, r.signal, fds() - before)   -- the watch over its group (/proc) left none open
       ]], { d })
       assert.are.equal(0, r.status, r.stderr)
-      assert.are.equal("true\t15\n", r.stdout)
+      assert.are.equal("true\t15\t0\n", r.stdout)
       assert.are.equal("TERM\n", H.read(d .. "/got"))
       assert.is_false(alive(tonumber(H.read(d .. "/grandchild"))))
     end)
