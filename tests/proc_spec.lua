@@ -86,6 +86,7 @@ describe("proc", function()
         try(p.kill, p, 0)
         try(p.kill, p, 65)
         try(p.kill, p, "SIG")
+        try(p.kill, p, "9")        -- a name or a number, not a number in a string
         print(p:kill("KILL"), p:wait().signal)
       ]])
       assert.are.equal(0, r.status, r.stderr)
@@ -99,6 +100,7 @@ describe("proc", function()
         "false\t(unknown signal name)",
         "false\t(not a signal number)",
         "false\t(not a signal number)",
+        "false\t(unknown signal name)",
         "false\t(unknown signal name)",
         "true\t9", "" }, "\n"), r.stdout)
     end)
