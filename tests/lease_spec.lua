@@ -151,6 +151,8 @@ describe("lock.lease", function()
     local lost = tonumber(H.wait_for(d .. "/lost", 15))
     assert.are.equal(1, job:wait(10), job:stderr())
     assert.matches("LeaseLost: " .. nm, job:stderr())
+    -- the release at exit finds the lease gone: known lost, so not a failure to report
+    assert.is_nil(job:stderr():find("revoking the lease failed", 1, true), job:stderr())
     assert.is_true(lost - revoked < 2.8, ("lost %.2f s after the revoke: not at the next renewal")
       :format(lost - revoked))
   end)
