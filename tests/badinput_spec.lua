@@ -184,6 +184,11 @@ describe("bad input", function()
       assert_clean_failure(out, "OSError", 22)
       assert.matches("NUL", out.msg)
       assert.are.equal("", entries(d))
+      -- lock.dir too: the directory's name cut at the NUL would be another's
+      out = row("lock.dir(arg[1] .. '\\0/elsewhere')", { d })
+      assert_clean_failure(out, "OSError", 22)
+      assert.matches("NUL", out.msg)
+      assert.are.equal("", entries(d))
     end)
 
     it("a path of 4096+ bytes: OSError ENAMETOOLONG, nothing created", function()
