@@ -76,6 +76,21 @@ int __wrap_fstatat(int dirfd, const char *name, struct stat *st, int flags) {
   return __real_fstatat(dirfd, name, st, flags);
 }
 
+/* The core's timer_create, through the linker (-Wl,--wrap=timer_create):
+** while fail_timer_create is set, it fails as when the process is out of
+** timers (EAGAIN). */
+int __real_timer_create(clockid_t clock, struct sigevent *ev, timer_t *id);
+int __wrap_timer_create(clockid_t clock, struct sigevent *ev, timer_t *id);
+static int fail_timer_create;
+
+int __wrap_timer_create(clockid_t clock, struct sigevent *ev, timer_t *id) {
+  if (fail_timer_create) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return __real_timer_create(clock, ev, id);
+}
+
 static void test_basic(void) {
   lg_lock a;
   struct stat st;
@@ -489,6 +504,17 @@ static void test_kernel_wait(void) {
     ** loop whose naps are 0 (nanosleep's slack only) takes 70-90 ms */
     CHECK(cpu < 0.03, "signals blocked: the poll naps (CPU time a tenth of the wait's at most)");
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+
+  /* no timer to be had (timer_create fails): the wait naps, and still ends
+  ** at its timeout, not when the holder lets go */
+  {
+    double began;
+    fail_timer_create = 1;
+    began = test_now();
+    CHECK_INT(-1, lg_lock_acquire(&a, path, 0.3, NULL, NULL, &why), "no timer to be had: the wait still times out");
+    CHECK(test_now() - began < 1.5, "no timer to be had: on time");
+    fail_timer_create = 0;
   }
 
   /* every real-time signal the program's: the wait polls; once they are
