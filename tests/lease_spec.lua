@@ -541,10 +541,18 @@ time.sleep(60)
     local r = lua(([[
       local l = lock.lease(%q, {endpoints = {%q}})
       kill("STOP", %d)
+      -- stopped once its state says so (kill only asks; every thread of it
+      -- must stop), 2 s at most
+      for _ = 1, 200 do
+        local stat = io.open("/proc/%d/stat")
+        if stat == nil or stat:read("a"):match("%%) (%%a)") == "T" then break end
+        stat:close()
+        nap(0.01)
+      end
       local ok, e = pcall(l.release, l)
       kill("CONT", %d)
       print(ok, e, l:is_locked())
-    ]]):format(name(), c.endpoints[2], m.pid, m.pid), nil, { env = env() })
+    ]]):format(name(), c.endpoints[2], m.pid, m.pid, m.pid), nil, { env = env() })
     os.execute(("kill -CONT %d 2>/dev/null"):format(m.pid))
     ok_or_show(r)
     assert.are.equal("true\tnil\tfalse\n", r.stdout)
