@@ -545,8 +545,9 @@ time.sleep(60)
       -- must stop), 2 s at most
       for _ = 1, 200 do
         local stat = io.open("/proc/%d/stat")
-        if stat == nil or stat:read("a"):match("%%) (%%a)") == "T" then break end
-        stat:close()
+        local state = stat and stat:read("a"):match("%%) (%%a)")
+        if stat then stat:close() end
+        if state == nil or state == "T" then break end
         nap(0.01)
       end
       local ok, e = pcall(l.release, l)

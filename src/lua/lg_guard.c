@@ -528,7 +528,7 @@ static void hook_resume_chain(lg_state *st, lua_State *running) {
 ** while a guard's own error unwinds is not stopped: it runs to its end.) */
 static const lg_guard *block_around(lua_State *L, const lg_state *st) {
   const lg_guard *on_way = newest_guard(st, NULL, NULL, IN_FLIGHT_GUARD);
-  if (on_way == NULL || on_way->handed_from == NULL || on_way->stop_ref == LUA_NOREF ||
+  if (on_way == NULL || !on_way->handed_on || on_way->stop_ref == LUA_NOREF ||
       !resuming(on_way->thread, L))
     return NULL;
   return on_way;
@@ -652,11 +652,11 @@ void lg_guard_close(lua_State *L, lg_guard *g) {
     next->raised_at = INT_MAX;   /* on its way back: any pcall that returns swallows it */
     if (lua_gethook(next->thread) != guard_hook) save_user_hook(next, next->thread);
     lua_sethook(next->thread, guard_hook, LUA_MASKRET, 0);
-    next->handed_from = L != next->thread ? L : NULL;
-    if (next->handed_from != NULL) hook_resume_chain(st, L);
+    next->handed_on = L != next->thread;
+    if (next->handed_on) hook_resume_chain(st, L);
   }
   if (g->in_flight && next == NULL) st->stopping = NULL;   /* the stop is over */
-  g->handed_from = NULL;
+  g->handed_on = 0;
   luaL_unref(L, LUA_REGISTRYINDEX, g->stop_ref);
   g->stop_ref = LUA_NOREF;
   g->in_flight = 0;

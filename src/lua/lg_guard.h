@@ -31,7 +31,7 @@ struct lg_guard {
   volatile sig_atomic_t reraise;   /* a protected call swallowed it */
   int stop_ref;                    /* registry ref of that SignalExit */
   int raised_at;                   /* the thread's stack depth where it was raised */
-  lua_State *handed_from;          /* in flight, handed on by this other thread's guard */
+  int handed_on;                   /* in flight, handed on from a guard of another thread */
   lua_Hook user_hook;              /* the thread's own hook, put back after */
   int user_mask, user_count;
 };
