@@ -191,8 +191,8 @@ project "test_lock_core"
   targetdir (BUILD .. "/bin")
   files { "tests/c/test_lock_core.c" }
   links { "luaguard_static", "pthread" }
-  -- the test makes a race's window happen, and timer_create fail
-  linkoptions { "-Wl,--wrap=fstatat", "-Wl,--wrap=timer_create" }
+  -- the test makes a race's window happen, and timer_create and fcntl fail
+  linkoptions { "-Wl,--wrap=fstatat", "-Wl,--wrap=timer_create", "-Wl,--wrap=fcntl" }
 
 -- The etcd client's reply buffer, its source compiled into the test.
 project "test_etcd_body"

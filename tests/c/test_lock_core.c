@@ -13,6 +13,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,48 @@ int __wrap_timer_create(clockid_t clock, struct sigevent *ev, timer_t *id) {
     return -1;
   }
   return __real_timer_create(clock, ev, id);
+}
+
+/* The core's fcntl, through the linker (-Wl,--wrap=fcntl): while
+** fail_setlk is set, taking a lock fails with that errno, as on a file
+** system that keeps no locks (ENOLCK). */
+int __real_fcntl(int fd, int cmd, ...);
+int __wrap_fcntl(int fd, int cmd, ...);
+static int fail_setlk;
+
+int __wrap_fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  void *arg;
+  va_start(ap, cmd);
+  arg = va_arg(ap, void *);   /* as glibc's own: one word, used or not */
+  va_end(ap);
+  if (fail_setlk && (cmd == F_SETLK || cmd == F_SETLKW)) {
+    errno = fail_setlk;
+    return -1;
+  }
+  return __real_fcntl(fd, cmd, arg);
+}
+
+/* A lock the file system refuses (not held elsewhere): an error with the
+** kernel's errno, and no descriptor left behind. (The file stays: unlocked,
+** it may be another process's by now, and is never removed unlocked.) */
+static void test_lock_refused_by_the_file_system(void) {
+  lg_lock a;
+  lg_lock_failure why;
+  int fds_before = test_count_fds();
+  lg_lock_init(&a);
+  fail_setlk = ENOLCK;
+  errno = 0;
+  CHECK_INT(-1, lg_lock_acquire(&a, path, 0, NULL, NULL, &why), "no locks to be had: acquire fails");
+  CHECK_INT(ENOLCK, errno, "no locks to be had: with the kernel's errno");
+  CHECK_INT(-1, lg_lock_acquire(&a, path, 0.2, NULL, NULL, &why), "no locks to be had: a wait fails too");
+  CHECK_INT(ENOLCK, errno, "no locks to be had: the wait with the kernel's errno");
+  fail_setlk = 0;
+  CHECK(!lg_lock_is_held(&a), "no locks to be had: not held");
+  CHECK_INT(fds_before, test_count_fds(), "no locks to be had: no descriptor left");
+  CHECK(lg_lock_table_free(), "no locks to be had: the lock table free");
+  CHECK_INT(0, lg_lock_acquire(&a, path, 0, NULL, NULL, NULL), "no locks to be had: taken once it can be");
+  lg_lock_release(&a, path);
 }
 
 static void test_basic(void) {
@@ -723,6 +766,7 @@ int main(void) {
   snprintf(dir, sizeof dir, "%s", tmpl);
   snprintf(path, sizeof path, "%s/.certbot.lock", dir);
   test_basic();
+  test_lock_refused_by_the_file_system();
   test_in_process();
   test_same_context();
   test_fork();

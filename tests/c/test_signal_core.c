@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -48,6 +49,18 @@ static void set_disposition(int sig, void (*handler)(int)) {
   sa.sa_handler = handler;
   sigemptyset(&sa.sa_mask);
   sigaction(sig, &sa, NULL);
+}
+
+/* The process's POSIX timers, as the kernel lists them (-1: cannot tell). */
+static int posix_timers(void) {
+  char line[256];
+  int n = 0;
+  FILE *f = fopen("/proc/self/timers", "r");
+  if (f == NULL) return -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "ID:", 3) == 0) n++;
+  fclose(f);
+  return n;
 }
 
 static void (*disposition(int sig))(int) {
@@ -427,7 +440,7 @@ static void *install_and_go(void *arg) {
 static void test_kick_given_back_when_its_thread_is_gone(void) {
   installer_thread t;
   pthread_t th;
-  lg_frame f;
+  lg_frame f, f2;
   int sig;
   char c = 'c';
   set_disposition(SIGTERM, recording_handler);
@@ -443,11 +456,17 @@ static void test_kick_given_back_when_its_thread_is_gone(void) {
   CHECK(sig != 0 && interrupts == 1, "kick's thread gone: the signal stopped the main thread's frame");
   if (write(t.close_now[1], &c, 1) != 1) return;
   pthread_join(th, NULL);
+  /* an arm now makes the kick's timer again, for this thread: the old one goes */
+  lg_frame_arm(&f2, count_interrupt, NULL);
+  CHECK_INT(1, posix_timers(), "kick's thread gone: an arm makes its timer again, and deletes the old one");
+  lg_frame_begin_cleanup(&f2);
+  lg_frame_close(&f2);
   nseen = 0;
   lg_frame_begin_cleanup(&f);
   lg_frame_close(&f);
   CHECK_INT(1, nseen, "kick's thread gone: the signal re-delivered at the last close");
   CHECK(disposition(sig) == SIG_DFL, "kick's thread gone: the kick's signal is SIG_DFL again");
+  CHECK_INT(1, posix_timers(), "kick's thread gone: after the last close one timer only, kept for the next arm");
   close(t.armed[0]);
   close(t.armed[1]);
   close(t.close_now[0]);
