@@ -242,6 +242,25 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("freed beside\t16\n", r.stdout)
     end)
 
+    it("a coroutine made before 200 others that stay alive is still stopped while it runs", function()
+      -- each coroutine the state makes is noted in a table that grows by
+      -- doubling (the first ones moved at each growth); one not noted is only
+      -- stopped when it yields, and spin() never does
+      local r = H.run_prelude([[
+        local spinner = coroutine.create(function() kill("TERM") spin() end)
+        local kept = {}
+        for n = 1, 200 do
+          kept[n] = coroutine.create(function() coroutine.yield() end)
+          coroutine.resume(kept[n])
+        end
+        local h <close> = ExitHandler(function() print("cleanup") end)
+        coroutine.resume(spinner)
+        print("NOT REACHED")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("cleanup\n", r.stdout)
+    end)
+
     it("a handler left armed in a suspended coroutine: SIGTERM stops the main thread", function()
       local r = stock([[
         local co = coroutine.create(function()
