@@ -74,6 +74,15 @@ function Cluster:keys(prefix)
   return keys
 end
 
+-- The cluster's leases (a set of their ids, as etcdctl prints them).
+function Cluster:leases()
+  local r = self:etcdctl({ "lease", "list" })
+  assert(r.status == 0, r.stderr)
+  local ids = {}
+  for id in r.stdout:gmatch("\n(%x+)") do ids[id] = true end
+  return ids
+end
+
 local function member_argv(c, m)
   local argv = {
     "etcd", "--name", m.name, "--data-dir", m.data,

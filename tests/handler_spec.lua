@@ -557,6 +557,30 @@ describe("cleanup guards", function()
     assert.are.equal("cleanup sees\ttrue\nouter sees\ttrue\n", r.stdout)
   end)
 
+  it("leaves a debug hook the block set itself in place when the handler closes", function()
+    -- the hook saved at arm goes back only over luaguard's own
+    local r = stock([[
+      local function myhook() end
+      local new = {ErrorHandler = ErrorHandler, ExitHandler = ExitHandler}
+      for _, kind in ipairs({"ErrorHandler", "ExitHandler"}) do
+        do
+          local h <close> = new[kind]()
+          debug.sethook(myhook, "", 100)
+        end
+        print(kind, debug.gethook() == myhook)
+        debug.sethook()
+      end
+      local ok = pcall(function()
+        local h <close> = ErrorHandler()
+        debug.sethook(myhook, "", 100)
+        error("boom")
+      end)
+      print("error", ok, debug.gethook() == myhook)
+    ]])
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("ErrorHandler\ttrue\nExitHandler\ttrue\nerror\tfalse\ttrue\n", r.stdout)
+  end)
+
   it("does not cut short a blocking read inside a cleanup", function()
     local r = host([[
       local h <close> = ExitHandler(function()

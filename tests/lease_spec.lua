@@ -86,10 +86,11 @@ describe("lock.lease", function()
     assert.is_true(H.exists(d .. "/etcdctl_got"))
   end)
 
-  it("gives up at its timeout with a LockError and leaves no waiter's key, nor its thread", function()
+  it("gives up at its timeout with a LockError and leaves no waiter's key, nor its lease, nor its thread", function()
     local nm = name()
     local d = H.tmpdir()
     local job = c:hold(nm, d)
+    local before = c:leases()
     local r = lua(([[
       collectgarbage("stop")   -- the failed LeaseLock stays uncollected: its thread must be gone anyway
       local ok, e = pcall(lock.lease, %q, {timeout = 0.5, ttl = 2})
@@ -104,6 +105,8 @@ describe("lock.lease", function()
     ]]):format(nm), nil, { env = env() })
     ok_or_show(r)
     assert.are.equal(1, #c:keys("luaguard/lock/" .. nm), "only the holder's key is left")
+    -- the attempt's lease is revoked as it gives up, not left to its ttl (2 s)
+    for id in pairs(c:leases()) do assert.is_true(before[id], "a lease left: " .. id) end
     H.write(d .. "/stop", "")
     assert.are.equal(0, job:wait(10))
     assert.are.same({}, c:keys("luaguard/lock/" .. nm), "and it goes with its holder")

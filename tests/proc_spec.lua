@@ -637,6 +637,22 @@ with open(log, "a") as f: f.write("child-exit\n")
       assert.are.equal("true\n", after.stdout, after.stderr)
     end)
 
+    it("forwards a stop's signal to no child its own timeout has signalled already", function()
+      local d = H.tmpdir()
+      local job = H.spawn_script(H.prelude .. [[
+        local h <close> = ExitHandler(function() io.open(arg[1] .. "/cleanup", "w"):close() end)
+        proc.run({"sh", "-c", "trap 'echo TERM >> " .. arg[1] .. "/terms' TERM; echo $$ > " .. arg[1] ..
+                  "/ready; n=0; while [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done"}, {timeout = 0.3, grace = 1.5})
+      ]], { d })
+      local child = tonumber(H.wait_for(d .. "/ready"))
+      H.wait_for(d .. "/terms")       -- the timeout's SIGTERM reached it: its grace runs
+      H.kill(job:pid(), "TERM")
+      assert.are.equal(143, job:wait(20), job:stderr())
+      assert.are.equal("TERM\n", H.read(d .. "/terms"))
+      assert.is_true(H.exists(d .. "/cleanup"))
+      assert.is_false(alive(child))
+    end)
+
     it("SIGKILLs a child that ignores the signal after grace, its own children too", function()
       local d = H.tmpdir()
       local job = H.spawn_script(H.prelude .. [[
