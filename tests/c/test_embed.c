@@ -329,6 +329,38 @@ static void test_caught_signal_exit_is_freed(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/*
+** An embedder's outer frame (luaguard_outer_arm) on a thread of its own, a
+** handler left armed in a suspended coroutine, and SIGTERM while the main
+** thread runs Lua: the handler is closed as by the signal (its cleanup runs);
+** the outer frame, which has no cleanups, is not closed by that (its owner
+** closes it); the signal goes on to it, and its close delivers it.
+*/
+static void test_outer_frame_on_a_thread(void) {
+  lua_State *L = new_state_counting_terms();
+  lua_State *T = lua_newthread(L);          /* stack: T (kept there) */
+  CHECK_INT(0, luaguard_outer_arm(T), "an outer frame armed on a thread of the embedder's");
+  CHECK_STR("suspended", run(L,
+    "CO = coroutine.create(function()\n"
+    "  local h = luaguard.ExitHandler(function() CLEANED = true end)\n"
+    "  coroutine.yield()\n"
+    "end)\n"
+    "coroutine.resume(CO)\n"
+    "return coroutine.status(CO)"), "outer frame on a thread: a handler left armed in a suspended coroutine");
+  CHECK_STR("cleaned", run(L,
+    "local me = io.open('/proc/self/stat'):read('n')\n"
+    "io.popen('kill -TERM ' .. me):close()\n"
+    "local stop = os.time() + 5\n"
+    "while os.time() < stop and not CLEANED do end\n"
+    "return CLEANED and 'cleaned' or 'not cleaned'"),
+    "outer frame on a thread: SIGTERM on the main thread closes the handler as by the signal");
+  CHECK_INT(0, terms, "outer frame on a thread: the signal is held by the outer frame meanwhile");
+  luaguard_outer_close();
+  CHECK_INT(1, terms, "outer frame on a thread: its close delivers the signal to the program");
+  lua_close(L);
+  signal(SIGTERM, SIG_DFL);
+}
+
 /* A program's own allocator, put in after luaguard wrapped the state's: the
 ** state keeps working (handlers, coroutines, signals, lua_close), only the
 ** tracking of coroutines stops (luaguard.h). */
@@ -597,6 +629,7 @@ int main(void) {
   test_thread_read_cut_short();
   test_kick_outlives_its_thread();
   test_caught_signal_exit_is_freed();
+  test_outer_frame_on_a_thread();
   test_program_allocator_after_ours();
   test_forked_child_runs_no_cleanup(dir);
   test_forked_child_lockfile(dir);
