@@ -118,9 +118,11 @@ except errors.LockError:
     r = H.run({ LOCK, d .. "/missing", "--", "true" })
     assert.are.equal(71, r.status)
     assert.matches("No such file or directory", r.stderr)
-    r = H.run({ LOCK, "--help" })
-    assert.are.equal(0, r.status)
-    assert.matches("^usage: luaguard%-lock", r.stdout)
+    for _, opt in ipairs({ "--help", "-h" }) do
+      r = H.run({ LOCK, opt })
+      assert.are.equal(0, r.status, opt .. ": " .. r.stderr)
+      assert.matches("^usage: luaguard%-lock", r.stdout)
+    end
     assert.is_false(H.exists(d .. "/.certbot.lock"))
   end)
 end)

@@ -545,6 +545,21 @@ describe("proc", function()
       end)
     end
 
+    it("waits on a running child through a pidfd (the kernel wakes the wait, no naps)", function()
+      local r = lua([[
+        local p <close> = proc.spawn({"sleep", "5"})
+        local lfs = require "lfs"
+        local pidfds = 0
+        for fd in lfs.dir("/proc/self/fd") do
+          local target = fd:match("^%d+$") and lfs.symlinkattributes("/proc/self/fd/" .. fd, "target")
+          if target == "anon_inode:[pidfd]" then pidfds = pidfds + 1 end
+        end
+        print(pidfds)
+      ]])
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("1\n", r.stdout)
+    end)
+
     it("stops a child even when the signal arrives before proc.run starts waiting", function()
       -- strace holds the host in pidfd_open (just after the spawn) for 0.3 s:
       -- the child's SIGTERM to its parent lands there, before the wait began
