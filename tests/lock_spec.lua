@@ -100,6 +100,29 @@ describe("lock", function()
     assert.are.equal("", r.stderr)
   end)
 
+  it("locks in a directory it may write and search but not list (mode 0300)", function()
+    -- its descriptor of the directory needs no read right (O_PATH); as root
+    -- every right is granted, so the host runs as nobody, in nobody's directory
+    local is_root = io.popen("id -u"):read("n") == 0
+    local d = H.tmpdir() .. "/wx"
+    assert(lfs.mkdir(d))
+    local opts
+    if is_root then
+      os.execute("chown 65534:65534 " .. H.quote(d))
+      opts = { prefix = { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups" } }
+    end
+    os.execute("chmod 0300 " .. H.quote(d))
+    local r = H.run_script(H.prelude .. [[
+      local l = lock.dir(arg[1])
+      print(l:is_locked(), exists(arg[1] .. "/.certbot.lock"))
+      l:release()
+      print(l:is_locked(), exists(arg[1] .. "/.certbot.lock"))
+    ]], { d }, opts)
+    os.execute("chmod 0755 " .. H.quote(d))
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("true\ttrue\nfalse\tfalse\n", r.stdout)
+  end)
+
   it("creates the file with mode 0600 and removes it on release", function()
     local d = H.tmpdir()
     local r = lua([[
