@@ -95,6 +95,7 @@ static lg_guard outer_guard;       /* the host's frame (luaguard.h) */
 
 static void guard_interrupt(lg_frame *f);
 static void guard_hook(lua_State *L, lua_Debug *ar);
+static int resuming(lua_State *co, const lua_State *running);
 
 
 static lg_guard *as_guard(lg_frame *f) {
@@ -458,10 +459,13 @@ static void stop_children(const lg_state *st, const stop_cause *why) {
 }
 
 /* Step 3: handlers of st armed after g on threads that cannot run now are
-** closed as by the signal, newest first (their blocks will never end). */
+** closed as by the signal, newest first (their blocks will never end). A
+** thread that waits in a resume of L's is not one of them: its block runs
+** again once the SignalExit leaves L, and is stopped then, after L's. */
 static void close_abandoned(lua_State *L, const lg_state *st, const lg_guard *g) {
   lg_guard *o;
-  while ((o = newest_guard(st, NULL, g, HANDLER_GUARD)) != NULL && o->thread != L)
+  while ((o = newest_guard(st, NULL, g, HANDLER_GUARD)) != NULL && o->thread != L &&
+         !resuming(o->thread, L))
     o->close_stopped(L, o);   /* lands in lg_handler.c handler_close_stopped */
 }
 

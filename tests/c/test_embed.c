@@ -417,6 +417,33 @@ static void test_program_allocator_after_ours(void) {
     "with a program's allocator after ours, a running coroutine's guard stops its block "
     "while a newer one waits in a suspended coroutine");
   CHECK_INT(2, terms, "that signal went on to the program's handler too");
+  /* One guard off the main thread only, older than the main thread's: the
+  ** signal goes to the newest frame (main's), and the coroutine running
+  ** (resumed from main's block) must be hooked through its own guard. Its
+  ** SignalExit ends it with its handler still armed (a dead coroutine's
+  ** <close> waits for coroutine.close); main's block is stopped next: its
+  ** handler first (the newer), then the coroutine's. Main's is not closed
+  ** as abandoned while the coroutine runs: its block went on after the
+  ** resume, the signal swallowed. */
+  CHECK_STR("main coroutine SignalExit: SIGTERM", run(L,
+    "local order = {}\n"
+    "local co = coroutine.create(function()\n"
+    "  local a <close> = luaguard.ErrorHandler(function() order[#order + 1] = 'coroutine' end)\n"
+    "  coroutine.yield()\n"
+    "  local me = io.open('/proc/self/stat'):read('n')\n"
+    "  io.popen('kill -TERM ' .. me):close()\n"
+    SPIN_UNTIL_STOPPED
+    "end)\n"
+    "coroutine.resume(co)\n"
+    "local ok, e = pcall(function()\n"
+    "  local m <close> = luaguard.ErrorHandler(function() order[#order + 1] = 'main' end)\n"
+    "  local rok, re = coroutine.resume(co)\n"
+    "  order[#order + 1] = 'NOT REACHED: ' .. tostring(re)\n"
+    "end)\n"
+    "return table.concat(order, ' ') .. ' ' .. tostring(e)"),
+    "with a program's allocator after ours, a coroutine's guard older than the main thread's "
+    "stops its block when the only one off the main thread, and main's block next");
+  CHECK_INT(3, terms, "and that signal went on to the program's handler");
   lua_close(L);                                   /* our wrapper, behind theirs, frees last */
   their_base = NULL;        /* nothing of the state left reachable: a leak shows (LSan) */
   their_base_ud = NULL;
