@@ -461,7 +461,7 @@ static void stop_children(const lg_state *st, const stop_cause *why) {
 /* Step 3: handlers of st armed after g on threads that cannot run now are
 ** closed as by the signal, newest first (their blocks will never end). A
 ** thread that waits in a resume of L's is not one of them: its block runs
-** again once the SignalExit leaves L, and is stopped then, after L's. */
+** again once the SignalExit leaves L, and is stopped there (step 4). */
 static void close_abandoned(lua_State *L, const lg_state *st, const lg_guard *g) {
   lg_guard *o;
   while ((o = newest_guard(st, NULL, g, HANDLER_GUARD)) != NULL && o->thread != L &&
