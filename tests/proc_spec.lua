@@ -193,7 +193,9 @@ describe("proc", function()
         local r = proc.run({"sh", "-c", "(trap 'echo TERM >> " .. arg[1] .. "/got' TERM; "
                              .. "n=0; while [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done) & echo $! > " .. arg[1] .. "/grandchild; wait"},
                            {timeout = 0.3, grace = 0.5})
-        print(r.timed_out, r.signal, fds() - before)   -- the watch over its group (/proc) left none open
+        -- the watch over its group (/proc) left none open (under memcheck one
+        -- of valgrind's own may close meanwhile: fewer is not a leak)
+        print(r.timed_out, r.signal, math.max(0, fds() - before))
       ]], { d })
       assert.are.equal(0, r.status, r.stderr)
       assert.are.equal("true\t15\t0\n", r.stdout)
@@ -546,6 +548,10 @@ describe("proc", function()
     end
 
     it("waits on a running child through a pidfd (the kernel wakes the wait, no naps)", function()
+      if (os.getenv("LUAGUARD_VALGRIND") or "") ~= "" then
+        pending("valgrind 3.19 does not know pidfd_open: under memcheck the wait naps")
+        return
+      end
       local r = lua([[
         local p <close> = proc.spawn({"sleep", "5"})
         local lfs = require "lfs"
