@@ -6,7 +6,7 @@
 local H = require "tests.helpers"
 local lfs = require "lfs"
 
-local is_root = io.popen("id -u"):read("n") == 0
+local is_root = H.is_root
 
 -- What a row's script starts with: try(code) runs code in a pcall, collects
 -- garbage, and prints ok, kind, errno, fds-delta, then tostring of the error.
@@ -94,7 +94,7 @@ describe("bad input", function()
       local opts
       if is_root then
         -- root passes permission checks: run the host as nobody, on a 0755 root-owned dir
-        opts = { prefix = { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups" } }
+        opts = { prefix = H.as_nobody }
       else
         os.execute("chmod 0555 " .. H.quote(d))
       end

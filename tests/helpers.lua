@@ -73,6 +73,15 @@ function H.cleanup_tmp()
 end
 
 -- (in-process: a wait's polling spawns no shell and no sleep(1) per tick)
+-- Whether the tests run as root (which passes every permission check), and
+-- the prefix that runs a command as nobody instead (opts.prefix of H.run).
+do
+  local f = io.popen("id -u")
+  H.is_root = f:read("n") == 0
+  f:close()
+end
+H.as_nobody = { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups" }
+
 function H.sleep(seconds)
   system.sleep(seconds)
 end

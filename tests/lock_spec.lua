@@ -77,10 +77,7 @@ describe("lock", function()
     ]], { path })
     os.remove(path)
     assert.are.equal(0, r.status, r.stderr)
-    local f = io.popen("id -u")
-    local root = f:read("n") == 0
-    f:close()
-    if root then
+    if H.is_root then
       assert.are.equal(("LockFile(%s) <acquired>\ntrue\n"):format(path), r.stdout)
     else
       assert.are.equal("OSError\t13\n", r.stdout)
@@ -103,13 +100,12 @@ describe("lock", function()
   it("locks in a directory it may write and search but not list (mode 0300)", function()
     -- its descriptor of the directory needs no read right (O_PATH); as root
     -- every right is granted, so the host runs as nobody, in nobody's directory
-    local is_root = io.popen("id -u"):read("n") == 0
     local d = H.tmpdir() .. "/wx"
     assert(lfs.mkdir(d))
     local opts
-    if is_root then
+    if H.is_root then
       os.execute("chown 65534:65534 " .. H.quote(d))
-      opts = { prefix = { "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups" } }
+      opts = { prefix = H.as_nobody }
     end
     os.execute("chmod 0300 " .. H.quote(d))
     local r = H.run_script(H.prelude .. [[

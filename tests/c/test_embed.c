@@ -418,8 +418,8 @@ static void test_program_allocator_after_ours(void) {
     "while a newer one waits in a suspended coroutine");
   CHECK_INT(2, terms, "that signal went on to the program's handler too");
   /* One guard off the main thread only, older than the main thread's: the
-  ** signal goes to the newest frame (main's), and the coroutine running
-  ** (resumed from main's block) must be hooked through its own guard. Its
+  ** signal goes to the newest frame (main's) while the coroutine resumed
+  ** from main's block runs; the coroutine is stopped first. Its
   ** SignalExit ends it with its handler still armed (a dead coroutine's
   ** <close> waits for coroutine.close); main's block is stopped next: its
   ** handler first (the newer), then the coroutine's. Main's is not closed
