@@ -282,6 +282,25 @@ function H.wait_for(path, timeout)
   return H.wait_for_file(path, timeout, function(text) return text:find("\n") ~= nil end)
 end
 
+-- Wait until process pid sleeps in the kernel function named by pattern
+-- (/proc/pid/wchan: "fcntl_setlk" for a lock wait, "do_wait" for a wait for
+-- a child): a signal sent then finds it there, not on its way in or out.
+function H.wait_wchan(pid, pattern, timeout)
+  local path = ("/proc/%d/wchan"):format(pid)
+  local deadline = H.now() + (timeout or 10)
+  local seen
+  while true do
+    local f = io.open(path)
+    seen = f and f:read("a")
+    if f then f:close() end
+    if seen and seen:find(pattern) then return seen end
+    if H.now() > deadline then
+      error(("process %d never waited in %s (last: %s)"):format(pid, pattern, tostring(seen)), 2)
+    end
+    H.sleep(0.005)
+  end
+end
+
 -- Seconds on a monotonic clock: for durations and deadlines.
 function H.now()
   return system.monotime()

@@ -352,6 +352,9 @@ describe("lock", function()
         .. "print('not interrupted', ok, e)"):format(d, w .. "/waiting")
       local function sigint_when_waiting(job)
         local pid = tonumber(H.wait_for(w .. "/waiting", 10):match("%d+"))
+        -- back in the kernel's wait: SIGINT while opts.waiting still runs
+        -- is an error of opts.waiting, which the chunk's pcall catches
+        H.wait_wchan(pid, "^fcntl_setlk")
         H.kill(pid, "INT")
         local status = job:poll(10)   -- the wait's own end is 20 s away
         os.remove(w .. "/waiting")
