@@ -472,6 +472,21 @@ describe("proc", function()
       assert.are.equal("true\t40\t<killed signal 40>\nProcessError\t40\tsh was killed by signal 40\n", r.stdout)
     end)
 
+    -- SIGCHLD ignored (inherited so across exec): the kernel reaps children
+    -- itself, and their status is lost. Neither a made-up 0 nor a hang:
+    -- status and signal nil, "<ended>", and check refuses it.
+    it("reports a child whose status is lost (SIGCHLD ignored by the parent): <ended>, no status, check fails", function()
+      local r = lua([[
+        local p = proc.spawn({"sh", "-c", "exit 3"})
+        local res = p:wait(10)
+        print(res.status, res.signal, res.timed_out, tostring(p):match("<.*>"))
+        local ok, err = pcall(proc.run, {"sh", "-c", "exit 0"}, {check = true})
+        print(ok, err.kind, err.status, tostring(err))
+      ]], nil, { prefix = { "env", "--ignore-signal=CHLD" } })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.are.equal("nil\tnil\tfalse\t<ended>\nfalse\tProcessError\tnil\tsh ended with an unknown status\n", r.stdout)
+    end)
+
     it("stops and reaps a running child at <close>, SIGKILL after grace for one that ignores SIGTERM", function()
       local d = H.tmpdir()
       local r = lua([[
