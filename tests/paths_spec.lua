@@ -736,6 +736,13 @@ describe("the guard's promise off the well-walked paths", function()
       assert.matches("\n42!\n", out)
     end)
 
+    it("on a terminal: readline keeps a history, as lua5.4's: the up arrow runs the last line again", function()
+      local status, job = on_terminal({}, { "print(6 * 7 .. '!')", "\27[A", "os.exit(5)" })
+      assert.are.equal(5, status, job:stderr())
+      local _, runs = job:stdout():gsub("42!", "")   -- (the echoed lines hold no "42!")
+      assert.are.equal(2, runs, job:stdout())
+    end)
+
     -- readline ends its read at SIGTERM or SIGHUP itself; SIGINT it handles
     -- and goes on reading, and others only interrupt the read: those two come
     -- through its signal hook
