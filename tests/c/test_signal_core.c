@@ -414,6 +414,85 @@ static void test_no_kick_left_on_a_blocking_thread(void) {
 }
 
 /*
+** A kick left pending on the timer's thread, which blocks the kick's signal,
+** when the last frame closes on another thread: that close cannot take it,
+** so the signal keeps our empty handler (SIG_DFL would end the process once
+** the thread unblocks), and the next arm takes that same signal again, as
+** still ours; its close gives it back. In a child; exit status 3-8 says
+** which step failed (see each).
+*/
+typedef struct kick_blocker {
+  int armed[2], close_now[2], exit_now[2];
+  volatile sig_atomic_t sig, tid;
+} kick_blocker;
+
+static void *arm_then_block_the_kick(void *arg) {
+  kick_blocker *t = (kick_blocker *)arg;
+  sigset_t kick;
+  lg_frame f;
+  char c = 'a';
+  t->tid = (sig_atomic_t)syscall(SYS_gettid);
+  lg_frame_arm(&f, count_interrupt, NULL);       /* installs: the timer signals this thread */
+  t->sig = (sig_atomic_t)lg_signal_kick_signal();
+  sigemptyset(&kick);
+  if (t->sig != 0) sigaddset(&kick, t->sig);
+  pthread_sigmask(SIG_BLOCK, &kick, NULL);
+  if (write(t->armed[1], &c, 1) != 1 || read(t->close_now[0], &c, 1) != 1) return NULL;
+  lg_frame_close(&f);                            /* not the last */
+  if (write(t->armed[1], &c, 1) != 1) return NULL;
+  if (read(t->exit_now[0], &c, 1) != 1) return NULL;
+  return NULL;              /* a kick still pending here goes with the thread */
+}
+
+static int thread_has_pending(pid_t tid, int sig) {
+  char path[64], line[256];
+  int found = 0;
+  FILE *f;
+  snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
+  if ((f = fopen(path, "r")) == NULL) return 0;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "SigPnd:", 7) == 0)
+      found = (int)((strtoull(line + 7, NULL, 16) >> (sig - 1)) & 1);
+  fclose(f);
+  return found;
+}
+
+static void kick_kept_for_the_next_arm(void) {
+  kick_blocker t;
+  pthread_t th;
+  lg_frame f;
+  char c = 'c';
+  int sig;
+  memset(&t, 0, sizeof t);
+  if (pipe(t.armed) != 0 || pipe(t.close_now) != 0 || pipe(t.exit_now) != 0) _exit(2);
+  if (pthread_create(&th, NULL, arm_then_block_the_kick, &t) != 0) _exit(2);
+  if (read(t.armed[0], &c, 1) != 1) _exit(2);
+  if ((sig = t.sig) == 0) _exit(3);                   /* 3: no kick at all */
+  lg_frame_arm(&f, count_interrupt, NULL);
+  interrupts = 0;
+  kill(getpid(), SIGTERM);            /* stops this frame; the kick goes to the timer's thread */
+  sleep_ms(50);
+  if (interrupts != 1) _exit(4);                      /* 4: the frame was not stopped */
+  if (!thread_has_pending((pid_t)t.tid, sig)) _exit(5);   /* 5: no kick pending there: nothing tested */
+  if (write(t.close_now[1], &c, 1) != 1 || read(t.armed[0], &c, 1) != 1) _exit(2);
+  lg_frame_begin_cleanup(&f);
+  lg_frame_close(&f);                 /* the last, with the kick pending on the other thread */
+  if (disposition(sig) == SIG_DFL) _exit(6);          /* 6: given back with a kick pending */
+  lg_frame_arm(&f, count_interrupt, NULL);
+  if (lg_signal_kick_signal() != sig) _exit(7);       /* 7: the kept signal not taken again */
+  lg_frame_close(&f);
+  if (disposition(sig) != SIG_DFL) _exit(8);          /* 8: not given back at the close after */
+  if (write(t.exit_now[1], &c, 1) != 1) _exit(2);
+  pthread_join(th, NULL);
+}
+
+static void test_kick_kept_for_the_next_arm(void) {
+  check_in_child(kick_kept_for_the_next_arm,
+                 "a kick pending on the timer's thread (it blocks it) at the last close elsewhere: "
+                 "its signal stays ours, the next arm takes it again, its close gives it back");
+}
+
+/*
 ** The thread that installed (its timer's) armed, was kicked, closed and is
 ** gone; the last frame closes on the main thread: the kick's signal is given
 ** back all the same (nothing can be pending on a thread that is gone).
@@ -1020,6 +1099,7 @@ int main(void) {
   test_kick_signal_is_borrowed();
   test_kick_reaches_the_arming_thread();
   test_kick_given_back_when_its_thread_is_gone();
+  test_kick_kept_for_the_next_arm();
   test_no_kick_left_on_a_blocking_thread();
   test_last_close_waits_for_a_running_kick();
   test_fallback_flips_restart_for_cleanups();
