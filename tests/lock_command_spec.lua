@@ -36,6 +36,48 @@ describe("luaguard-lock", function()
     assert.are.equal(0, certbot:wait(10))
   end)
 
+  it("waits for the lock by default (no -w), silently when stderr is no terminal", function()
+    local d = H.tmpdir()
+    local certbot = H.hold_with_certbot(d)
+    -- held past the 1 s after which a waiter at a terminal says so
+    os.execute(("(sleep 1.5; touch %s) &"):format(H.quote(certbot.stop_file)))
+    local t0 = H.now()
+    local r = H.run({ LOCK, d, "--", "echo", "ran" })
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("ran\n", r.stdout)
+    assert.are.equal("", r.stderr)
+    assert.is_true(H.now() - t0 >= 1.2, "it did not wait for the holder")
+    assert.are.equal(0, certbot:wait(10))
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
+  it("dies by a signal that comes while it waits, the command never started", function()
+    local d = H.tmpdir()
+    local certbot = H.hold_with_certbot(d)
+    local job = H.spawn({ LOCK, "-w", "20", d, "--", "touch", d .. "/ran" })
+    H.wait_wchan(job:pid(), "^fcntl_setlk")        -- waiting in the kernel
+    H.kill(job:pid(), "TERM")
+    assert.are.equal(128 + 15, job:wait(10), job:stderr())
+    assert.is_false(H.exists(d .. "/ran"))
+    assert.are.equal(0, certbot:stop())
+  end)
+
+  it("gives a command at a terminal the terminal's foreground (its Ctrl-C is the command's)", function()
+    local d = H.tmpdir()
+    local r = H.run({ "script", "-qec", ("%s %s -- sh -c 'ps -o pgid=,tpgid= -p $$'"):format(LOCK, d), "/dev/null" })
+    assert.are.equal(0, r.status, r.stderr)
+    local pgid, tpgid = r.stdout:match("(%d+)%s+(%d+)")
+    assert.is_not_nil(pgid, r.stdout)
+    assert.are.equal(pgid, tpgid, "the command's group is not the terminal's foreground: " .. r.stdout)
+  end)
+
+  it("exits 71 when the command's status is lost (SIGCHLD ignored by its parent)", function()
+    local d = H.tmpdir()
+    local r = H.run({ "env", "--ignore-signal=CHLD", LOCK, d, "--", "true" })
+    assert.are.equal(71, r.status, r.stderr)
+    assert.is_false(H.exists(d .. "/.certbot.lock"))
+  end)
+
   it("is excluded by certbot the other way round", function()
     local d = H.tmpdir()
     local r = H.run({ LOCK, d, "--", H.python, "-c", [[
@@ -106,7 +148,22 @@ except errors.LockError:
     r = H.run({ LOCK, "-E", "256", d, "true" })      -- an exit status is 0-255
     assert.are.equal(64, r.status)
     assert.matches("%-E: not an exit status %(0%-255%): 256", r.stderr)
-    assert.are.equal(64, H.run({ LOCK, d }).status)
+    r = H.run({ LOCK, d })
+    assert.are.equal(64, r.status)
+    assert.matches("no command given\nTry 'luaguard%-lock %-%-help'", r.stderr)
+    r = H.run({ LOCK })
+    assert.are.equal(64, r.status)
+    assert.matches("no directory given", r.stderr)
+    for _, opt in ipairs({ "-w", "-E" }) do
+      r = H.run({ LOCK, opt })
+      assert.are.equal(64, r.status)
+      assert.matches("option " .. opt:gsub("%-", "%%-") .. " needs a value", r.stderr)
+    end
+    for _, bad in ipairs({ "-1", "1.5" }) do        -- no exit status either
+      r = H.run({ LOCK, "-E", bad, d, "true" })
+      assert.are.equal(64, r.status, bad)
+      assert.matches("%-E: not an exit status", r.stderr)
+    end
     r = H.run({ LOCK, d, "--", "no-such-command-here" })
     assert.are.equal(127, r.status)
     assert.matches("no%-such%-command%-here: command not found", r.stderr)
