@@ -380,6 +380,24 @@ describe("the guard's promise off the well-walked paths", function()
       assert.are.equal("rolled back\n", r.stdout)
     end)
 
+    -- module mode: the state's coroutines are noted from the require on,
+    -- not from the first arm; one made in between is stopped all the same
+    it("is stopped in module mode when made after the require, before any handler", function()
+      local r = stock([[
+        local co = coroutine.create(function()
+          kill("TERM")
+          local t = os.time()
+          while os.time() - t < 5 do end
+          print("NOT REACHED: the coroutine kept looping")
+        end)
+        local h <close> = ErrorHandler(function() print("rolled back") end)
+        coroutine.resume(co)
+        print("NOT REACHED: the block went on")
+      ]])
+      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+      assert.are.equal("rolled back\n", r.stdout)
+    end)
+
     it("cannot swallow it with pcall in a loop (coroutine.wrap, module mode)", function()
       local r = stock([[
         local h <close> = ErrorHandler(function() print("rolled back") end)
