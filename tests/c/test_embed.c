@@ -452,6 +452,71 @@ static void test_program_allocator_after_ours(void) {
   signal(SIGTERM, SIG_DFL);
 }
 
+/*
+** Memory errors. An allocator that fails the n-th growth from some point on,
+** for n = 0, 1, 2, ... until a script of handlers and a lock runs through:
+** each failure is Lua's memory error, nothing else, and after lua_close
+** nothing is left (SIGTERM at its default again, no lock file, no crash;
+** under ASan, no leak).
+*/
+static long growths_left = -1;       /* -1: no limit */
+
+static void *failing_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  if (ptr == NULL || nsize > osize) {     /* Lua relies on shrinks never failing */
+    if (growths_left == 0) return NULL;
+    if (growths_left > 0) growths_left--;
+  }
+  return realloc(ptr, nsize);
+}
+
+static void test_memory_errors_leave_nothing(const char *dir) {
+  char code[1024], lock_path[600];
+  long n;
+  int completed = 0, wrong = 0, left = 0;
+  snprintf(lock_path, sizeof lock_path, "%s/.certbot.lock", dir);
+  snprintf(code, sizeof code,
+    "local nothing = function() end\n"
+    "local h = luaguard.ErrorHandler(nothing, 'a', 'b')\n"
+    "h:register(nothing, 1, 2, 3)\n"
+    "local e <close> = luaguard.ExitHandler(nothing)\n"
+    "local l = luaguard.lock.dir('%s')\n"
+    "l:release() l:acquire()\n"
+    "local s = tostring(l) .. tostring(h)\n"
+    "h:close('failed')\n"
+    "l:release()\n"
+    "return 'done'", dir);
+  for (n = 0; n < 5000 && !completed; n++) {
+    lua_State *L = lua_newstate(failing_alloc, NULL);
+    struct sigaction now;
+    int status;
+    luaL_openlibs(L);
+    luaL_requiref(L, "luaguard", luaopen_luaguard, 1);
+    lua_pop(L, 1);
+    growths_left = n;
+    status = luaL_dostring(L, code);
+    growths_left = -1;
+    if (status == LUA_OK) completed = 1;
+    else if (status != LUA_ERRMEM && strstr(lua_tostring(L, -1) ? lua_tostring(L, -1) : "",
+                                            "not enough memory") == NULL) {
+      if (wrong++ == 0) printf("#   with %ld growths: %s\n", n, lua_tostring(L, -1));
+    }
+    lua_close(L);
+    sigaction(SIGTERM, NULL, &now);
+    if (now.sa_handler != SIG_DFL || access(lock_path, F_OK) == 0) {
+      if (left++ == 0) printf("#   with %ld growths something was left after lua_close\n", n);
+      unlink(lock_path);
+    }
+  }
+  CHECK(completed, "memory errors: the script runs through once allocations stop failing");
+  CHECK_INT(0, wrong, "memory errors: every failure is a memory error");
+  CHECK_INT(0, left, "memory errors: after lua_close no handler is installed and no lock file left");
+}
+
 /* A process forked from the one that armed a handler (no exec) never runs
 ** its cleanups, however it closes it: an ExitHandler closed in the child,
 ** an ErrorHandler closed there with an error, and a lua_close there. The
@@ -660,6 +725,7 @@ int main(void) {
   test_caught_signal_exit_is_freed();
   test_outer_frame_on_a_thread();
   test_program_allocator_after_ours();
+  test_memory_errors_leave_nothing(dir);
   test_forked_child_runs_no_cleanup(dir);
   test_forked_child_lockfile(dir);
   test_forked_child_process();
