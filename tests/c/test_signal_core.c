@@ -780,6 +780,20 @@ static void test_signal_while_the_list_is_locked(void) {
   CHECK(lg_record_list(&f.record, list) == 1 && list[0] == SIGHUP, "and recorded it");
   lg_frame_close(&f);
   CHECK(nseen == 1 && seen[0] == SIGHUP, "the close re-delivers it");
+  /* one recorded before the lock, one while it is held: the ring keeps its
+  ** place in the arrival order (after the first, not before) */
+  set_disposition(SIGTERM, recording_handler);
+  nseen = 0;
+  lg_frame_arm(&f, count_interrupt, NULL);
+  kill(getpid(), SIGTERM);
+  lg_frames_lock();
+  kill(getpid(), SIGHUP);
+  lg_frames_unlock();
+  CHECK(lg_record_list(&f.record, list) == 2 && list[0] == SIGTERM && list[1] == SIGHUP,
+        "a signal that waited in the ring is recorded after one that came before it");
+  lg_frame_begin_cleanup(&f);
+  lg_frame_close(&f);
+  CHECK(nseen == 2 && seen[0] == SIGTERM && seen[1] == SIGHUP, "and re-delivered after it");
   set_disposition(SIGHUP, SIG_DFL);
 }
 
