@@ -183,14 +183,14 @@ end
 -- of a non-interactive shell starts with them ignored). Returns a job whose
 -- status file is written when it ends: job:wait() -> status (128+N), killed
 -- past its time; job:poll() the same, left running; job:pid() the command's
--- own pid (not the shell's).
+-- own pid (not the shell's). opts: env, stdin, bare (as for H.run).
 function H.spawn(argv, opts)
   opts = opts or {}
   local d = H.tmpdir()
   local job = { dir = d, status_file = d .. "/status", out = d .. "/out", err = d .. "/err",
                 pid_file = d .. "/pid" }
   local inner = ("%senv --default-signal=INT,QUIT %s <%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s"):format(
-    env_prefix(opts.env), command_line(argv), H.quote(opts.stdin or "/dev/null"),
+    env_prefix(opts.env), command_line(argv, opts.bare), H.quote(opts.stdin or "/dev/null"),
     H.quote(job.out), H.quote(job.err), H.quote(job.pid_file), H.quote(job.status_file .. ".tmp"))
   inner = inner .. "; mv " .. H.quote(job.status_file .. ".tmp") .. " " .. H.quote(job.status_file)
   os.execute("(" .. inner .. ") >/dev/null 2>&1 &")

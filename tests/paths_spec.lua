@@ -364,39 +364,26 @@ describe("the guard's promise off the well-walked paths", function()
   end)
 
   describe("a coroutine with no guard of its own, resumed inside a guarded block", function()
-    it("is stopped: the block's cleanup runs and the process dies by the signal", function()
-      local r = H.run_prelude([[
-        local co = coroutine.create(function()     -- made before the handler
-          kill("TERM")
-          local t = os.time()
-          while os.time() - t < 5 do end
-          print("NOT REACHED: the coroutine kept looping")
-        end)
-        local h <close> = ErrorHandler(function() print("rolled back") end)
-        coroutine.resume(co)
-        print("NOT REACHED: the block went on")
-      ]])
-      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
-      assert.are.equal("rolled back\n", r.stdout)
-    end)
-
-    -- module mode: the state's coroutines are noted from the require on,
-    -- not from the first arm; one made in between is stopped all the same
-    it("is stopped in module mode when made after the require, before any handler", function()
-      local r = stock([[
-        local co = coroutine.create(function()
-          kill("TERM")
-          local t = os.time()
-          while os.time() - t < 5 do end
-          print("NOT REACHED: the coroutine kept looping")
-        end)
-        local h <close> = ErrorHandler(function() print("rolled back") end)
-        coroutine.resume(co)
-        print("NOT REACHED: the block went on")
-      ]])
-      assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
-      assert.are.equal("rolled back\n", r.stdout)
-    end)
+    -- made before the handler; in module mode, after the require (the
+    -- state's coroutines are noted from the require on, not from the first arm)
+    local MADE_BEFORE_THE_HANDLER = [[
+      local co = coroutine.create(function()
+        kill("TERM")
+        local t = os.time()
+        while os.time() - t < 5 do end
+        print("NOT REACHED: the coroutine kept looping")
+      end)
+      local h <close> = ErrorHandler(function() print("rolled back") end)
+      coroutine.resume(co)
+      print("NOT REACHED: the block went on")
+    ]]
+    for _, way in ipairs({ { "", H.run_prelude }, { " (module mode, made after the require)", stock } }) do
+      it("is stopped: the block's cleanup runs and the process dies by the signal" .. way[1], function()
+        local r = way[2](MADE_BEFORE_THE_HANDLER)
+        assert.are.equal(128 + SIG.TERM, r.status, r.stderr)
+        assert.are.equal("rolled back\n", r.stdout)
+      end)
+    end
 
     it("cannot swallow it with pcall in a loop (coroutine.wrap, module mode)", function()
       local r = stock([[
