@@ -327,28 +327,47 @@ static void test_other_process(void) {
 ** (10 s at most: wait_for_go), then releases it after 'linger' seconds. */
 typedef struct holder_process { pid_t pid; int go[2]; } holder_process;
 
-static int start_holder(holder_process *h, double linger) {
+/* A holder of path in a child process: it lets go 'linger' seconds after
+** 'go' (end_holder). As an lg_lock, removing the file first; or, with
+** leaves_file, as a plain fcntl holder (another program) that only unlocks. */
+static int start_holder_as(holder_process *h, double linger, int leaves_file) {
   int ready[2];
   char c;
   if (pipe(ready) != 0 || pipe(h->go) != 0) return -1;
   h->pid = test_fork_limited(20);
   if (h->pid == 0) {
     lg_lock mine;
+    struct flock whole;
     struct timespec ts;
+    int fd = -1;
     ts.tv_sec = (time_t)linger;
     ts.tv_nsec = (long)((linger - (double)ts.tv_sec) * 1e9);
     lg_lock_init(&mine);
-    if (lg_lock_acquire(&mine, path, 0, NULL, NULL, NULL) != 0) _exit(1);
+    memset(&whole, 0, sizeof whole);
+    whole.l_type = F_WRLCK;
+    whole.l_whence = SEEK_SET;
+    if (leaves_file) {
+      if ((fd = open(path, O_RDWR | O_CREAT, 0600)) < 0 || fcntl(fd, F_SETLK, &whole) != 0) _exit(1);
+    }
+    else if (lg_lock_acquire(&mine, path, 0, NULL, NULL, NULL) != 0) _exit(1);
     if (write(ready[1], "r", 1) != 1) _exit(1);
     wait_for_go(h->go[0]);
     nanosleep(&ts, NULL);
-    lg_lock_release(&mine, path);
+    if (leaves_file) {
+      whole.l_type = F_UNLCK;
+      fcntl(fd, F_SETLK, &whole);
+    }
+    else lg_lock_release(&mine, path);
     _exit(0);
   }
   close(ready[1]);
   if (read(ready[0], &c, 1) != 1) return -1;
   close(ready[0]);
   return 0;
+}
+
+static int start_holder(holder_process *h, double linger) {
+  return start_holder_as(h, linger, 0);
 }
 
 static int end_holder(holder_process *h) {
@@ -663,13 +682,18 @@ static void *wait_in_thread(void *arg) {
   return NULL;
 }
 
-static void test_threads_woken_together(void) {
+/* leaves_file: the holder only unlocks (another program's plain fcntl lock),
+** so both threads wake on the one file: the second, finding it held by this
+** process, keeps its descriptor open until the first releases (closing it
+** would drop the first's lock), then closes it. */
+#define THREADS_MSG(m) (leaves_file ? "threads, the holder another program: " m : "threads: " m)
+static void threads_woken_together(int leaves_file) {
   waiter_thread t[2];
   pthread_t id[2];
   holder_process h;
-  int i, first;
+  int i, first, fds_before = test_count_fds();
   struct timespec settle = {0, 200000000L};
-  if (start_holder(&h, 0.1) != 0) return;
+  if (start_holder_as(&h, 0.1, leaves_file) != 0) return;
   memset(t, 0, sizeof t);
   for (i = 0; i < 2; i++) pthread_create(&id[i], NULL, wait_in_thread, &t[i]);
   nanosleep(&settle, NULL);     /* both blocked in the kernel */
@@ -677,17 +701,27 @@ static void test_threads_woken_together(void) {
   nanosleep(&settle, NULL);
   first = t[0].got != 0 ? 0 : 1;
   CHECK(t[first].got != 0 && t[1 - first].got == 0,
-        "threads: after the release one thread holds, the other still waits");
+        THREADS_MSG("after the release one thread holds, the other still waits"));
   CHECK(lg_lock_is_held(&t[first].lock) && probe_holder(path) == getpid(),
-        "threads: the holder's lock is the process's");
+        THREADS_MSG("the holder's lock is the process's"));
   lg_lock_release(&t[first].lock, path);
   pthread_join(id[1 - first], NULL);
   pthread_join(id[first], NULL);
-  CHECK_INT(0, t[1 - first].rc, "threads: the other takes it once the first releases");
+  CHECK_INT(0, t[1 - first].rc, THREADS_MSG("the other takes it once the first releases"));
   CHECK(t[1 - first].got > t[first].got && lg_lock_is_held(&t[1 - first].lock),
-        "threads: and only then");
+        THREADS_MSG("and only then"));
   lg_lock_release(&t[1 - first].lock, path);
-  CHECK(!exists(path), "threads: nothing left");
+  CHECK(!exists(path), THREADS_MSG("nothing left"));
+  /* the other's descriptor, woken holding what the first held, was kept
+  ** open (closing it would drop the first's lock) until that release */
+  CHECK_INT(fds_before, test_count_fds(), THREADS_MSG("no descriptor left"));
+}
+
+#undef THREADS_MSG
+
+static void test_threads_woken_together(void) {
+  threads_woken_together(0);
+  threads_woken_together(1);
 }
 
 static void test_bad_paths(void) {
