@@ -191,8 +191,10 @@ project "test_lock_core"
   targetdir (BUILD .. "/bin")
   files { "tests/c/test_lock_core.c" }
   links { "luaguard_static", "pthread" }
-  -- the test makes a race's window happen, and timer_create and fcntl fail
-  linkoptions { "-Wl,--wrap=fstatat", "-Wl,--wrap=timer_create", "-Wl,--wrap=fcntl" }
+  -- the test makes races' windows happen (a file appearing, one vanishing),
+  -- and timer_create and fcntl fail
+  linkoptions { "-Wl,--wrap=fstatat", "-Wl,--wrap=timer_create", "-Wl,--wrap=fcntl",
+                "-Wl,--wrap=openat" }
 
 -- The etcd client's reply buffer, its source compiled into the test.
 project "test_etcd_body"

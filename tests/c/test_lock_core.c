@@ -112,6 +112,53 @@ int __wrap_fcntl(int fd, int cmd, ...) {
   return __real_fcntl(fd, cmd, arg);
 }
 
+/* The core's openat, through the linker (-Wl,--wrap=openat): vanish_opens
+** times, the lock file is "another user's" under fs.protected_regular (the
+** open with O_CREAT says EACCES) and is gone by the open without it
+** (ENOENT), as when its holder released it in between. */
+int __real_openat(int dirfd, const char *name, int flags, ...);
+int __wrap_openat(int dirfd, const char *name, int flags, ...);
+static int vanish_opens, vanish_next;
+
+int __wrap_openat(int dirfd, const char *name, int flags, ...) {
+  va_list ap;
+  mode_t mode;
+  va_start(ap, flags);
+  mode = (flags & O_CREAT) ? (mode_t)va_arg(ap, int) : 0;
+  va_end(ap);
+  if (vanish_opens > 0 && (flags & O_CREAT)) {
+    vanish_next = 1;
+    errno = EACCES;
+    return -1;
+  }
+  if (vanish_next) {
+    vanish_next = 0;
+    vanish_opens--;
+    errno = ENOENT;
+    return -1;
+  }
+  return __real_openat(dirfd, name, flags, mode);
+}
+
+/* A lock file that vanishes between the two opens is looked for again, a
+** bounded number of times (3), then the error is the first open's. */
+static void test_vanishing_lock_file(void) {
+  lg_lock a;
+  int fds_before = test_count_fds();
+  lg_lock_init(&a);
+  vanish_opens = 2;
+  CHECK_INT(0, lg_lock_acquire(&a, path, 0, NULL, NULL, NULL), "vanishing twice: taken at the third try");
+  CHECK_INT(0, vanish_opens, "vanishing twice: both vanishings seen");
+  lg_lock_release(&a, path);
+  vanish_opens = 3;
+  errno = 0;
+  CHECK_INT(-1, lg_lock_acquire(&a, path, 5, NULL, NULL, NULL), "vanishing three times: it gives up");
+  CHECK_INT(EACCES, errno, "vanishing three times: with the open's EACCES");
+  vanish_opens = 0;
+  CHECK(!exists(path) && !lg_lock_is_held(&a), "vanishing: nothing held, nothing made");
+  CHECK_INT(fds_before, test_count_fds(), "vanishing: no descriptor left");
+}
+
 /* A lock the file system refuses (not held elsewhere): an error with the
 ** kernel's errno, and no descriptor left behind. (The file stays: unlocked,
 ** it may be another process's by now, and is never removed unlocked.) */
@@ -801,6 +848,7 @@ int main(void) {
   snprintf(path, sizeof path, "%s/.certbot.lock", dir);
   test_basic();
   test_lock_refused_by_the_file_system();
+  test_vanishing_lock_file();
   test_in_process();
   test_same_context();
   test_fork();
