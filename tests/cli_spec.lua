@@ -128,6 +128,14 @@ describe("host command line", function()
     assert.matches("^Lua 5%.4%.%d+  Copyright %(C%) 1994%-%d+ Lua%.org, PUC%-Rio$", second)
   end)
 
+  it("writes -v's lines out before a script's child writes (stdout a pipe), as lua5.4", function()
+    for _, interpreter in ipairs({ H.lua, H.host }) do
+      local r = H.run({ interpreter, "-v", "-e", "os.execute('echo from-child')" })
+      assert.are.equal(0, r.status, r.stderr)
+      assert.matches("Copyright[^\n]*\nfrom%-child\n$", r.stdout)
+    end
+  end)
+
   it("has --version and -h/--help that exit 0", function()
     local v = H.run({ H.host, "--version" })
     assert.are.equal(0, v.status)
