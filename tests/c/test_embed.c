@@ -501,9 +501,10 @@ static void test_memory_errors_leave_nothing(const char *dir) {
     status = luaL_dostring(L, code);
     growths_left = -1;
     if (status == LUA_OK) completed = 1;
-    else if (status != LUA_ERRMEM && strstr(lua_tostring(L, -1) ? lua_tostring(L, -1) : "",
-                                            "not enough memory") == NULL) {
-      if (wrong++ == 0) printf("#   with %ld growths: %s\n", n, lua_tostring(L, -1));
+    else {
+      const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : "(an error object, not a string)";
+      if (status != LUA_ERRMEM && strstr(msg, "not enough memory") == NULL && wrong++ == 0)
+        printf("#   with %ld growths: %s\n", n, msg);
     }
     lua_close(L);
     sigaction(SIGTERM, NULL, &now);
